@@ -1,0 +1,19 @@
+"""linreg_pl: linear regression with PyTorch Lightning."""
+
+from linreg_pl.data import RegressionDataModule, Scaling
+from linreg_pl.errors import InputError
+from linreg_pl.model import LinearRegression
+from linreg_pl.sources import CSVSource, DataSource, MakeRegression, Points, SklearnDataset, SyntheticLinear
+
+__all__ = [
+    "CSVSource",
+    "DataSource",
+    "InputError",
+    "LinearRegression",
+    "MakeRegression",
+    "Points",
+    "RegressionDataModule",
+    "Scaling",
+    "SklearnDataset",
+    "SyntheticLinear",
+]

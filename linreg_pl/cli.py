@@ -1,0 +1,82 @@
+"""The command line: LightningCLI with the data-to-model links, the report and user-error handling."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from linreg_pl.data import RegressionDataModule
+from linreg_pl.errors import InputError
+from linreg_pl.model import LinearRegression
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+
+
+class LinearRegressionCLI(LightningCLI):
+    """LightningCLI for ``LinearRegression`` on a ``RegressionDataModule``; ``configs/default.yaml``
+    (the d2l set) is applied first, from any working directory."""
+
+    def __init__(self, args: list[str] | None = None, **kwargs) -> None:
+        parser_kwargs = {"default_config_files": [str(DEFAULT_CONFIG)] if DEFAULT_CONFIG.is_file() else []}
+        super().__init__(
+            LinearRegression,
+            RegressionDataModule,
+            args=args,
+            run=False,
+            parser_kwargs=parser_kwargs,
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+            auto_configure_optimizers=False,  # the model injects its own optimizer
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for name in ("n_features", "n_targets", "feature_names", "target_names"):
+            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch}-step{step}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+
+
+def train(args: list[str] | None = None) -> dict:
+    """Fit, test the best checkpoint, and write the report; returns the summary."""
+    from linreg_pl.report import format_report, summarize, write_summary
+
+    cli = LinearRegressionCLI(args)
+    trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule)
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    summary = summarize(trainer, model, datamodule, test_metrics[0], time.perf_counter() - start)
+    if trainer.is_global_zero:
+        write_summary(summary)
+        print(format_report(summary))
+    return summary
+
+
+def cli_main(args: list[str] | None = None) -> None:
+    """Run ``train``; a user error ends in its one-line message and exit status 2.
+
+    Set ``LINREG_PL_VERBOSE=1`` to see the traceback of user errors too.
+    """
+    try:
+        train(args)
+    except InputError as error:
+        if os.environ.get("LINREG_PL_VERBOSE"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,288 @@
+"""RegressionDataModule: loads a source, splits it, fits the standardization and batches it.
+
+Everything is validated and computed in ``__init__`` (the data lives in memory), so a bad file or
+split fails before any training starts and ``n_features`` is known when the CLI links it into
+the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+
+from linreg_pl.errors import InputError
+from linreg_pl.sources import DataSource, SyntheticLinear, Table
+
+STAGES = ("train", "val", "test")
+
+
+@dataclass
+class Scaling:
+    """Per-column affine maps x_s = (x - feature_mean) / feature_scale, likewise for the target.
+
+    An identity map (mean 0, scale 1) stands for "not standardized".
+    """
+
+    feature_mean: np.ndarray
+    feature_scale: np.ndarray
+    target_mean: np.ndarray
+    target_scale: np.ndarray
+
+    @classmethod
+    def fit(cls, table: Table, x: np.ndarray, y: np.ndarray, features: bool, target: bool) -> Scaling:
+        """Statistics of the training rows ``x``, ``y``; a constant column cannot be standardized."""
+        identity = cls.identity(x.shape[1], y.shape[1])
+        feature_mean, feature_scale = identity.feature_mean, identity.feature_scale
+        target_mean, target_scale = identity.target_mean, identity.target_scale
+        if features:
+            feature_mean, feature_scale = x.mean(axis=0), x.std(axis=0)
+            _check_not_constant(feature_scale, table.feature_names, "standardize_features")
+        if target:
+            target_mean, target_scale = y.mean(axis=0), y.std(axis=0)
+            _check_not_constant(target_scale, table.target_names, "standardize_target")
+        return cls(feature_mean, feature_scale, target_mean, target_scale)
+
+    @classmethod
+    def identity(cls, n_features: int, n_targets: int) -> Scaling:
+        return cls(np.zeros(n_features), np.ones(n_features), np.zeros(n_targets), np.ones(n_targets))
+
+    def to_original_units(self, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map parameters of y_s = x_s @ weight.T + bias back to y = x @ W.T + b, exactly."""
+        weight, bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
+        per_feature = weight / self.feature_scale
+        original_weight = self.target_scale[:, None] * per_feature
+        original_bias = self.target_scale * (bias - per_feature @ self.feature_mean) + self.target_mean
+        return original_weight, original_bias
+
+
+class InMemoryBatches:
+    """Batches of in-memory tensors: one vectorized index per batch, no per-sample fetch.
+
+    Each process takes its own disjoint share. For training the share is ``n // world_size`` rows
+    of a permutation common to all ranks (drawn from ``seed`` and the epoch), so every rank runs
+    the same number of steps and a different remainder is dropped each epoch; for evaluation
+    the rows are split in contiguous, unequal parts so that every row counts exactly once.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int | None,
+        shuffle: bool,
+        seed: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+        world_size: int = 1,
+        train: bool = True,
+    ) -> None:
+        self.x, self.y, self.shuffle, self.seed, self.epoch = x, y, shuffle, seed, epoch
+        self.rank, self.world_size, self.train = rank, world_size, train
+        n = len(x)
+        if train:
+            self.size = n // world_size
+        else:
+            self.start = rank * n // world_size
+            self.size = (rank + 1) * n // world_size - self.start
+        self.batch_size = batch_size or max(self.size, 1)
+
+    def __len__(self) -> int:
+        return -(-self.size // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.train:
+            if self.shuffle:
+                generator = torch.Generator().manual_seed(self.seed + self.epoch())
+                order = torch.randperm(len(self.x), generator=generator).to(self.x.device)
+                rows = order[self.rank * self.size : (self.rank + 1) * self.size]
+            else:
+                rows = torch.arange(self.rank * self.size, (self.rank + 1) * self.size, device=self.x.device)
+            for start in range(0, self.size, self.batch_size):
+                index = rows[start : start + self.batch_size]
+                yield self.x[index], self.y[index]
+        else:
+            # Contiguous slices are views: evaluation copies nothing.
+            for start in range(self.start, self.start + self.size, self.batch_size):
+                stop = min(start + self.batch_size, self.start + self.size)
+                yield self.x[start:stop], self.y[start:stop]
+
+
+class RegressionDataModule(L.LightningDataModule):
+    """Splits, standardizes and batches a regression ``DataSource``.
+
+    Parameters
+    ----------
+    source : DataSource
+        Where the data comes from (``SyntheticLinear``, ``Points``, ``MakeRegression``,
+        ``SklearnDataset``, ``CSVSource``).
+    val_fraction, test_fraction : float
+        Shares of the rows held out for validation and test, each in [0, 1) and together below 1.
+        A non-zero share keeps at least one row. A share of 0 leaves that split empty, and the
+        stage then evaluates on the training rows (the four-point lesson trains and scores on all
+        four points); the report says so.
+    seed : int
+        Seed of the split and of the per-epoch shuffling: the same seed gives the same splits.
+    standardize_features : bool, optional
+        Standardize each feature with the training split's mean and standard deviation. Default:
+        the source's choice (on for CSV and real data, off for the textbook sets).
+    standardize_target : bool
+        Standardize the target likewise. Reported parameters and metrics stay in original units.
+    batch_size : int, optional
+        Rows per optimizer step and process; None for full-batch gradient descent. Under DDP the
+        global batch is ``batch_size * world_size``.
+    shuffle : bool
+        Reshuffle the training rows every epoch.
+
+    Examples
+    --------
+    >>> dm = RegressionDataModule(SyntheticLinear(weight=[2.0, -3.4], bias=4.2), batch_size=10)
+    >>> dm.n_features, dm.n_targets, dm.split_sizes
+    (2, 1, {'train': 800, 'val': 100, 'test': 100})
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+        standardize_features: bool | None = None,
+        standardize_target: bool = False,
+        batch_size: int | None = 32,
+        shuffle: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 <= value < 1:
+                raise InputError(f"data.{name}={value} must be in [0, 1).")
+        if val_fraction + test_fraction >= 1:
+            raise InputError(
+                f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} must be "
+                "below 1 so that rows are left to train on."
+            )
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"data.batch_size={batch_size} must be >= 1, or null for full-batch training.")
+        self.source, self.seed, self.batch_size, self.shuffle = source, seed, batch_size, shuffle
+        self.table = source.load()
+        _check_finite(self.table)
+        n = len(self.table.x)
+        n_val, n_test = (_share(n, f) for f in (val_fraction, test_fraction))
+        if n - n_val - n_test < 1:
+            raise InputError(
+                f"the dataset has {n} rows, too few for val_fraction={val_fraction} and "
+                f"test_fraction={test_fraction} (each non-zero share keeps at least one row); "
+                "lower the fractions or set them to 0."
+            )
+        order = np.random.default_rng(seed).permutation(n)
+        self.indices = {
+            "test": np.sort(order[:n_test]),
+            "val": np.sort(order[n_test : n_test + n_val]),
+            "train": np.sort(order[n_test + n_val :]),
+        }
+        if standardize_features is None:
+            standardize_features = source.standardize_by_default
+        self.standardize_features, self.standardize_target = standardize_features, standardize_target
+        x_train, y_train = self.arrays("train")
+        self.scaling = Scaling.fit(self.table, x_train, y_train, standardize_features, standardize_target)
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # What the CLI links into the model and the report reads.
+    @property
+    def n_features(self) -> int:
+        return self.table.x.shape[1]
+
+    @property
+    def n_targets(self) -> int:
+        return self.table.y.shape[1]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.table.feature_names)
+
+    @property
+    def target_names(self) -> list[str]:
+        return list(self.table.target_names)
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        return {stage: len(self.indices[stage]) for stage in STAGES}
+
+    def evaluated_split(self, stage: str) -> str:
+        """The split a stage scores: itself, or the training rows when it is empty."""
+        return stage if len(self.indices[stage]) else "train"
+
+    def arrays(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        """The float64 rows of a split, in original units."""
+        index = self.indices[stage]
+        return self.table.x[index], self.table.y[index]
+
+    def train_dataloader(self) -> InMemoryBatches:
+        return self._batches("train", train=True)
+
+    def val_dataloader(self) -> InMemoryBatches:
+        return self._batches(self.evaluated_split("val"), train=False)
+
+    def test_dataloader(self) -> InMemoryBatches:
+        return self._batches(self.evaluated_split("test"), train=False)
+
+    def predict_dataloader(self) -> InMemoryBatches:
+        return self._batches(self.evaluated_split("test"), train=False)
+
+    def _batches(self, split: str, train: bool) -> InMemoryBatches:
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if not train and 0 < len(self.indices[split]) < world_size:
+            raise InputError(
+                f"the {split} split has {len(self.indices[split])} rows, fewer than the {world_size} "
+                "processes; raise its fraction or use fewer devices."
+            )
+        x, y = self._device_tensors(split, device)
+        return InMemoryBatches(
+            x,
+            y,
+            self.batch_size,
+            shuffle=self.shuffle and train,
+            seed=self.seed,
+            epoch=lambda: trainer.current_epoch if trainer is not None else 0,
+            rank=rank,
+            world_size=world_size,
+            train=train,
+        )
+
+    def _device_tensors(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Moved once and kept: on a GPU every batch is then a gather in device memory.
+        cached = self._tensors.get(split)
+        if cached is None or cached[0].device != device:
+            x, y = self.arrays(split)
+            cached = (
+                torch.as_tensor(x, dtype=torch.float32, device=device),
+                torch.as_tensor(y, dtype=torch.float32, device=device),
+            )
+            self._tensors[split] = cached
+        return cached
+
+
+def _share(n: int, fraction: float) -> int:
+    return max(1, round(n * fraction)) if fraction > 0 else 0
+
+
+def _check_finite(table: Table) -> None:
+    for values, names in ((table.x, table.feature_names), (table.y, table.target_names)):
+        bad = ~np.isfinite(values).all(axis=0)
+        if bad.any():
+            columns = [name for name, is_bad in zip(names, bad) if is_bad]
+            raise InputError(f"columns {columns} hold NaN or infinite values; fill or drop those rows.")
+
+
+def _check_not_constant(scale: np.ndarray, names: list[str], option: str) -> None:
+    constant = [name for name, s in zip(names, scale) if not s > 0]
+    if constant:
+        raise InputError(
+            f"column(s) {constant} are constant on the training split and cannot be standardized; "
+            f"drop them or set data.{option}=false."
+        )

@@ -1,0 +1,171 @@
+"""LinearRegression: ``nn.Linear`` trained on the mean squared error, with optional L1/L2 penalties.
+
+The model takes and returns data in original units. The standardization fitted by the data
+module is stored in buffers (so a checkpoint alone predicts) and applied inside; the loss is
+computed in the standardized space, where gradient descent is well conditioned.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+
+from linreg_pl.data import Scaling
+from linreg_pl.errors import InputError
+
+
+class LinearRegression(L.LightningModule):
+    """y = x @ W.T + b fitted by minimising MSE + l2 * ||W||² + l1 * ||W||₁.
+
+    Parameters
+    ----------
+    n_features : int
+        Number of input columns (linked from the data module by the CLI).
+    n_targets : int
+        Number of outputs; several make a multi-output regression.
+    optimizer : callable, optional
+        ``params -> torch.optim.Optimizer``, injected from config (``--model.optimizer Adam
+        --model.optimizer.lr 0.1``). None means SGD with lr 0.01, as in the textbook.
+    lr_scheduler : callable, optional
+        ``optimizer -> LRScheduler``; ``ReduceLROnPlateau`` watches ``val/loss``.
+    l1, l2 : float
+        Penalties on the weights only, never the bias (as scikit-learn's Lasso and Ridge), added
+        to the *mean* squared error: ``l2`` equals Ridge's ``alpha / n_samples``. With
+        standardization on they act on the standardized weights.
+    feature_names, target_names : list of str, optional
+        Column names, kept in the checkpoint for prediction by name.
+
+    Examples
+    --------
+    >>> import lightning as L
+    >>> from linreg_pl import RegressionDataModule, SyntheticLinear
+    >>> _ = L.seed_everything(0, verbose=False)
+    >>> dm = RegressionDataModule(SyntheticLinear(weight=[2.0, -3.4], bias=4.2), batch_size=None)
+    >>> model = LinearRegression(n_features=2, optimizer=lambda p: torch.optim.LBFGS(p, max_iter=50))
+    >>> trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False,
+    ...                     enable_progress_bar=False, enable_model_summary=False)
+    >>> trainer.fit(model, datamodule=dm)
+    >>> weight, bias = model.learned_parameters()
+    >>> np.round(weight, 2).tolist(), np.round(bias, 2).tolist()
+    ([[2.0, -3.4]], [4.2])
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_targets: int = 1,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        feature_names: list[str] | None = None,
+        target_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        for name, value in (("n_features", n_features), ("n_targets", n_targets)):
+            if value < 1:
+                raise InputError(f"model.{name}={value} must be a positive integer.")
+        for name, value in (("l1", l1), ("l2", l2)):
+            if not value >= 0:
+                raise InputError(f"model.{name}={value} must be >= 0 (it is a penalty weight).")
+        # Kept as attributes too: hparams drop what cannot be pickled (a lambda, say).
+        self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
+        self.linear = nn.Linear(n_features, n_targets)
+        self.register_buffer("feature_mean", torch.zeros(n_features))
+        self.register_buffer("feature_scale", torch.ones(n_features))
+        self.register_buffer("target_mean", torch.zeros(n_targets))
+        self.register_buffer("target_scale", torch.ones(n_targets))
+        metrics = MetricCollection(
+            {
+                "mse": MeanSquaredError(),
+                "rmse": MeanSquaredError(squared=False),
+                "mae": MeanAbsoluteError(),
+                "r2": R2Score(),
+            }
+        )
+        self.metrics = nn.ModuleDict({s: metrics.clone(prefix=f"{s}/") for s in ("val", "test")})
+        # The loss in the model's (standardized) space, reduced exactly across processes.
+        self.losses = nn.ModuleDict({s: MeanSquaredError() for s in ("val", "test")})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predictions in original units for features in original units."""
+        return self._standardized_output(x) * self.target_scale + self.target_mean
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x)
+
+    def configure_optimizers(self):
+        make_optimizer = self.make_optimizer or (lambda params: torch.optim.SGD(params, lr=0.01))
+        try:
+            optimizer = make_optimizer(self.parameters())
+        except ValueError as error:  # torch's own check, e.g. "Invalid learning rate: -1"
+            raise InputError(f"model.optimizer is invalid: {error}; fix its init_args.") from None
+        if self.make_lr_scheduler is None:
+            return optimizer
+        scheduler = self.make_lr_scheduler(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+
+    def setup(self, stage: str) -> None:
+        # A fresh fit takes the standardization the data module fitted on its training split;
+        # evaluation keeps the one stored with the weights.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and datamodule is not None:
+            self.set_scaling(datamodule.scaling)
+
+    def set_scaling(self, scaling: Scaling) -> None:
+        """Store the standardization applied to inputs and targets."""
+        for name in ("feature_mean", "feature_scale", "target_mean", "target_scale"):
+            getattr(self, name).copy_(torch.as_tensor(getattr(scaling, name)))
+
+    @property
+    def scaling(self) -> Scaling:
+        return Scaling(
+            *(getattr(self, n).double().cpu().numpy() for n in ("feature_mean", "feature_scale", "target_mean", "target_scale"))
+        )
+
+    def learned_parameters(self) -> tuple[np.ndarray, np.ndarray]:
+        """The weights (n_targets, n_features) and bias (n_targets,) in original units."""
+        weight = self.linear.weight.detach().double().cpu().numpy()
+        bias = self.linear.bias.detach().double().cpu().numpy()
+        return self.scaling.to_original_units(weight, bias)
+
+    def _standardized_output(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear((x - self.feature_mean) / self.feature_scale)
+
+    def _penalty(self) -> torch.Tensor | float:
+        penalty = 0.0
+        if self.hparams.l2:
+            penalty = penalty + self.hparams.l2 * self.linear.weight.square().sum()
+        if self.hparams.l1:
+            penalty = penalty + self.hparams.l1 * self.linear.weight.abs().sum()
+        return penalty
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        output = self._standardized_output(x)
+        target = (y - self.target_mean) / self.target_scale
+        if stage == "train":
+            loss = F.mse_loss(output, target) + self._penalty()
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(x))
+            return loss
+        self.losses[stage].update(output, target)
+        self.metrics[stage].update(output * self.target_scale + self.target_mean, y)
+        self.log(f"{stage}/loss", self.losses[stage], prog_bar=True, batch_size=len(x))
+        self.log_dict(self.metrics[stage], batch_size=len(x))
+        return self.losses[stage]

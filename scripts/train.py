@@ -1,0 +1,9 @@
+"""Train a linear regression: ``python scripts/train.py [--config FILE] [--trainer.* ...]``.
+
+configs/default.yaml (the d2l set) is applied first; ``--help`` lists every option.
+"""
+
+from linreg_pl.cli import cli_main
+
+if __name__ == "__main__":
+    cli_main()
