@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -73,6 +74,10 @@ def cli_main(args: list[str] | None = None) -> None:
 
     Set ``LINREG_PL_VERBOSE=1`` to see the traceback of user errors too.
     """
+    # Lightning 2.6 trips deprecations in torch's pytree and in jsonargparse on every run; neither is
+    # the user's to fix.
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
     try:
         train(args)
     except InputError as error:

@@ -43,7 +43,7 @@ def summarize(
             "best": checkpoint.best_model_path if checkpoint else "",
             "last": checkpoint.last_model_path if checkpoint else "",
         },
-        "run_dir": trainer.log_dir or "",
+        "run_dir": _run_dir(trainer),
     }
     if table.true_weight is not None:
         summary["true"] = {"weight": table.true_weight.tolist(), "bias": table.true_bias.tolist()}
@@ -51,6 +51,13 @@ def summarize(
             max(np.abs(weight - table.true_weight).max(), np.abs(bias - table.true_bias).max())
         )
     return summary
+
+
+def _run_dir(trainer: L.Trainer) -> str:
+    # fast_dev_run swaps in a logger that writes nothing; the run then has no directory of its own.
+    if trainer.logger is None or trainer.fast_dev_run:
+        return ""
+    return trainer.log_dir or ""
 
 
 def write_summary(summary: dict) -> Path | None:
@@ -87,5 +94,5 @@ def format_report(summary: dict) -> str:
     lines.append("test  " + "  ".join(f"{k.split('/')[-1]} {v:.6g}" for k, v in metrics.items()))
     if summary["checkpoints"]["best"]:
         lines.append(f"best checkpoint {summary['checkpoints']['best']}")
-    lines.append(summary["run_dir"])
+    lines.append(summary["run_dir"] or "(no run directory: logging is off)")
     return "\n".join(lines)

@@ -7,11 +7,13 @@ its parameters in its signature and checks them where they enter.
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from jsonargparse.typing import Path_fr
 
 from linreg_pl.errors import InputError
 
@@ -260,7 +262,8 @@ class CSVSource(DataSource):
     Parameters
     ----------
     path : str
-        The CSV file (UTF-8, with or without BOM; any line endings; quoted fields allowed).
+        The CSV file (UTF-8, with or without BOM; any line endings; quoted fields allowed). A
+        relative path in a config file is resolved against that file's folder.
     target : str or list of str
         The target column name(s).
     features : list of str, optional
@@ -273,12 +276,12 @@ class CSVSource(DataSource):
 
     def __init__(
         self,
-        path: str,
+        path: Path_fr | str,
         target: str | list[str],
         features: list[str] | None = None,
         drop_missing: bool = False,
     ) -> None:
-        self.path = Path(path).expanduser()
+        self.path = Path(os.fspath(path)).expanduser()
         self.targets = [target] if isinstance(target, str) else list(target)
         if not self.targets:
             raise InputError("target=[] is empty: name at least one target column.")

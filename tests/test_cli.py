@@ -1,0 +1,101 @@
+"""The user's contract: every config runs, flags work, errors are one line, results are right."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from sklearn.linear_model import LinearRegression as ExactOLS
+
+from tests.conftest import CONFIGS, ROOT, script_command
+
+DATA_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", DATA_CONFIGS, ids=lambda p: p.stem)
+def test_every_config_runs_with_fast_dev_run(train_run, config):
+    summary = train_run("--config", str(config), "--trainer.fast_dev_run=true")
+    assert summary["steps"] == 1
+    assert np.isfinite(summary["test_metrics"]["test/mse"])
+
+
+def test_help_lists_data_model_trainer_and_checkpoint_options():
+    out = subprocess.run(script_command("train.py", "--help"), capture_output=True, text=True, check=True).stdout
+    for option in ("--config", "--print_config", "--data.source", "--data.batch_size", "--data.val_fraction",
+                   "--data.standardize_features", "--model.optimizer", "--model.lr_scheduler", "--model.l2",
+                   "--trainer.devices", "--trainer.strategy", "--trainer.precision", "--checkpoint.monitor"):
+        assert option in out, option
+
+
+def test_default_run_from_another_directory_learns_the_d2l_truth(tmp_path):
+    """`python scripts/train.py` as `make train` runs it, but from a foreign working directory."""
+    result = subprocess.run(script_command("train.py", "--trainer.enable_progress_bar=false"), cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_dir = tmp_path / result.stdout.strip().splitlines()[-1]
+    assert run_dir.parent == tmp_path / "logs" / "d2l"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    np.testing.assert_allclose(summary["learned"]["weight"], [[2.0, -3.4]], atol=0.01)
+    np.testing.assert_allclose(summary["learned"]["bias"], [4.2], atol=0.01)
+    assert summary["true"] == {"weight": [[2.0, -3.4]], "bias": [4.2]}
+    assert Path(summary["checkpoints"]["best"]).is_file() and Path(summary["checkpoints"]["last"]).is_file()
+    hparams = yaml.safe_load((run_dir / "hparams.yaml").read_text())
+    assert hparams["n_features"] == 2 and hparams["feature_names"] == ["x0", "x1"]  # linked, not typed
+
+
+@pytest.mark.parametrize("name", ["line", "four_points", "d2l"])
+def test_lesson_configs_learn_the_truth(train_run, name):
+    summary = train_run("--config", str(CONFIGS / f"{name}.yaml"))
+    np.testing.assert_allclose(summary["learned"]["weight"], summary["true"]["weight"], atol=0.02)
+    np.testing.assert_allclose(summary["learned"]["bias"], summary["true"]["bias"], atol=0.02)
+
+
+@pytest.mark.parametrize("name", ["make_regression", "diabetes", "linnerud"])
+def test_real_and_noisy_sets_match_exact_least_squares_on_the_same_split(train_run, name):
+    from linreg_pl.cli import LinearRegressionCLI
+
+    summary = train_run("--config", str(CONFIGS / f"{name}.yaml"))
+    dm = LinearRegressionCLI(["--config", str(CONFIGS / f"{name}.yaml")]).datamodule
+    (x, y), (x_test, y_test) = dm.arrays("train"), dm.arrays("test")
+    exact_mse = np.mean((ExactOLS().fit(x, y).predict(x_test) - y_test) ** 2)
+    assert summary["test_metrics"]["test/mse"] == pytest.approx(exact_mse, rel=0.01)
+
+
+def test_stacked_configs_and_dotted_flags(train_run, tmp_path):
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(yaml.safe_dump({"data": {"batch_size": 25}, "trainer": {"max_epochs": 1}}))
+    summary = train_run("--config", str(CONFIGS / "line.yaml"), "--config", str(extra), "--data.val_fraction=0.2")
+    assert summary["epochs"] == 1 and summary["split_sizes"] == {"train": 350, "val": 100, "test": 50}
+    assert summary["steps"] == 350 // 25
+
+
+def run_script(*args, cwd):
+    return subprocess.run(script_command("train.py", *args), cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data.source=CSVSource", "--data.source.path=nope.csv", "--data.source.target=y"], "CSV file not found: 'nope.csv'"),
+        (["--data.source=CSVSource", f"--data.source.path={CONFIGS / 'example.csv'}", "--data.source.target=price"], "column 'price' is not in"),
+        (["--data.test_fraction=1.2"], "data.test_fraction=1.2 must be in [0, 1)"),
+        (["--model.optimizer.lr=-0.1"], "Invalid learning rate: -0.1"),
+    ],
+)
+def test_user_errors_end_in_one_line_and_exit_2(tmp_path, args, message):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "keep.txt").write_text("earlier work")
+    result = run_script(*args, "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and message in error_lines[0]
+    assert (tmp_path / "logs" / "keep.txt").read_text() == "earlier work"
+
+
+def test_verbose_switch_shows_the_traceback(tmp_path):
+    result = subprocess.run(script_command("train.py", "--data.test_fraction=1.2"), cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, env={**__import__("os").environ, "LINREG_PL_VERBOSE": "1"})
+    assert result.returncode != 0 and "Traceback" in result.stderr and "InputError" in result.stderr

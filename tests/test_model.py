@@ -1,0 +1,96 @@
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from linreg_pl import InputError, LinearRegression, RegressionDataModule, Scaling, SyntheticLinear
+
+
+def test_shapes_single_and_multi_output():
+    model = LinearRegression(n_features=3, n_targets=2)
+    assert model(torch.zeros(5, 3)).shape == (5, 2)
+    weight, bias = model.learned_parameters()
+    assert weight.shape == (2, 3) and bias.shape == (2,)
+
+
+def test_forward_applies_the_stored_scaling_in_original_units():
+    model = LinearRegression(n_features=2)
+    scaling = Scaling(np.array([1.0, -2.0]), np.array([2.0, 0.5]), np.array([10.0]), np.array([3.0]))
+    model.set_scaling(scaling)
+    x = torch.randn(7, 2)
+    weight, bias = model.learned_parameters()
+    expected = x.double().numpy() @ weight.T + bias
+    np.testing.assert_allclose(model(x).detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_training_loss_is_mse_plus_penalties_on_weights_only():
+    torch.manual_seed(0)
+    model = LinearRegression(n_features=3, l1=0.1, l2=0.5)
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    model.log = lambda *args, **kwargs: None  # outside a Trainer
+    loss = model.training_step((x, y), 0)
+    w, b = model.linear.weight, model.linear.bias
+    expected = ((x @ w.T + b - y) ** 2).mean() + 0.5 * (w**2).sum() + 0.1 * w.abs().sum()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    mse_only_bias_grad = (2 * (x @ w.T + b - y)).mean(0)
+    torch.testing.assert_close(b.grad, mse_only_bias_grad.detach())  # the bias is not penalised
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(n_features=0), "n_features=0"), (dict(n_features=1, l2=-1.0), "l2=-1.0 must be >= 0")])
+def test_impossible_hyper_parameters(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        LinearRegression(**kwargs)
+
+
+def fit(model, dm, epochs):
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    return model.learned_parameters()
+
+
+@pytest.mark.parametrize(
+    "optimizer, batch_size, epochs",
+    [
+        ("--model.optimizer=torch.optim.SGD --model.optimizer.lr=0.03", 10, 5),
+        ("--model.optimizer=torch.optim.Adam --model.optimizer.lr=0.05", 10, 5),
+        ("--model.optimizer=torch.optim.AdamW --model.optimizer.lr=0.05 --model.optimizer.weight_decay=0", 10, 5),
+        ("--model.optimizer=torch.optim.LBFGS --model.optimizer.lr=1 --model.optimizer.line_search_fn=strong_wolfe", None, 3),
+    ],
+)
+def test_each_optimizer_by_config_recovers_the_d2l_parameters(train_run, optimizer, batch_size, epochs):
+    summary = train_run(*optimizer.split(), f"--data.batch_size={batch_size or 'null'}", f"--trainer.max_epochs={epochs}", "--trainer.logger=false")
+    np.testing.assert_allclose(summary["learned"]["weight"], [[2.0, -3.4]], atol=0.01)
+    np.testing.assert_allclose(summary["learned"]["bias"], [4.2], atol=0.01)
+
+
+def test_lr_scheduler_by_config_changes_the_learning_rate(in_tmp, monkeypatch):
+    from linreg_pl.cli import LinearRegressionCLI
+
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    args = ["--model.lr_scheduler=torch.optim.lr_scheduler.StepLR", "--model.lr_scheduler.step_size=1",
+            "--model.lr_scheduler.gamma=0.5", "--trainer.max_epochs=3", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    cli = LinearRegressionCLI(args)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.03 * 0.5**3)
+
+
+def test_ridge_penalty_matches_the_closed_form():
+    dm = RegressionDataModule(SyntheticLinear(weight=[2.0, -3.4], bias=4.2, noise=1.0), batch_size=None)
+    l2 = 0.5
+    model = LinearRegression(n_features=2, l2=l2, optimizer=lambda p: torch.optim.LBFGS(p, max_iter=100, line_search_fn="strong_wolfe"))
+    weight, bias = fit(model, dm, epochs=2)
+    x, y = dm.arrays("train")
+    # argmin mean((xw + b - y)^2) + l2 |w|^2 with a free intercept: centred ridge, alpha = n * l2.
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    w = np.linalg.solve(xc.T @ xc + len(x) * l2 * np.eye(2), xc.T @ yc).T
+    b = y.mean(0) - w @ x.mean(0)
+    np.testing.assert_allclose(weight, w, atol=1e-4)
+    np.testing.assert_allclose(bias, b, atol=1e-4)
+
+
+def test_negative_learning_rate_is_a_user_error():
+    model = LinearRegression(n_features=1, optimizer=lambda p: torch.optim.SGD(p, lr=-1.0))
+    with pytest.raises(InputError, match="model.optimizer is invalid: Invalid learning rate"):
+        model.configure_optimizers()

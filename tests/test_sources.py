@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+
+from linreg_pl import CSVSource, InputError, MakeRegression, Points, SklearnDataset, SyntheticLinear
+
+
+def test_synthetic_linear_follows_its_truth_and_seed():
+    source = SyntheticLinear(weight=[[2.0, -3.4], [1.0, 0.5]], bias=[4.2, -1.0], n_samples=2000, noise=0.0, seed=3)
+    table = source.load()
+    assert table.x.shape == (2000, 2) and table.y.shape == (2000, 2)
+    np.testing.assert_allclose(table.y, table.x @ table.true_weight.T + table.true_bias, atol=1e-12)
+    np.testing.assert_array_equal(table.x, SyntheticLinear(weight=[[2.0, -3.4], [1.0, 0.5]], bias=[4.2, -1.0], n_samples=2000, noise=0.0, seed=3).load().x)
+    assert abs(table.x.mean()) < 0.1 and abs(table.x.std() - 1) < 0.05
+
+
+def test_synthetic_uniform_stays_in_range_and_noise_has_its_std():
+    table = SyntheticLinear(weight=[3.0], bias=0.8, n_samples=5000, distribution="uniform", low=0, high=1, noise=0.5).load()
+    assert table.x.min() >= 0 and table.x.max() < 1
+    residual = table.y - (3.0 * table.x + 0.8)
+    assert residual.std() == pytest.approx(0.5, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(weight=[1.0], n_samples=0), "n_samples=0"),
+        (dict(weight=[1.0], noise=-1), "noise=-1"),
+        (dict(weight=[[1.0, 2.0]], bias=[1.0, 2.0]), "bias=.*one per target"),
+        (dict(weight=[1.0], distribution="uniform", low=1.0, high=0.0), "low=1.0 must be below high"),
+        (dict(weight=[1.0, float("nan")]), "NaN or infinite"),
+    ],
+)
+def test_synthetic_rejects_impossible_parameters(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        SyntheticLinear(**kwargs)
+
+
+def test_points_one_and_several_columns():
+    table = Points(x=[[1, 2], [3, 4], [5, 7]], y=[1, 2, 3]).load()
+    assert table.x.shape == (3, 2) and table.y.shape == (3, 1) and table.true_weight is None
+    with pytest.raises(InputError, match="x has 2 rows but y has 3"):
+        Points(x=[1, 2], y=[1, 2, 3])
+    with pytest.raises(InputError, match="true_weight has shape"):
+        Points(x=[1, 2], y=[1, 2], true_weight=[1.0, 2.0])
+
+
+def test_make_regression_keeps_coefficients_and_2d_targets():
+    from sklearn.datasets import make_regression
+
+    table = MakeRegression(n_samples=100, n_features=1, noise=20.0, random_state=1).load()
+    x, y, coef = make_regression(n_samples=100, n_features=1, noise=20.0, random_state=1, coef=True)
+    assert table.y.shape == (100, 1)  # never (n,): a (B, 1) - (B,) loss would broadcast to (B, B)
+    np.testing.assert_array_equal(table.x, x)
+    np.testing.assert_array_equal(table.y[:, 0], y)
+    assert table.true_weight[0, 0] == pytest.approx(float(coef))
+
+
+def test_sklearn_datasets_shapes_and_names():
+    diabetes = SklearnDataset("diabetes").load()
+    assert diabetes.x.shape == (442, 10) and diabetes.y.shape == (442, 1) and "bmi" in diabetes.feature_names
+    linnerud = SklearnDataset("linnerud").load()
+    assert linnerud.y.shape == (20, 3) and linnerud.target_names == ["Weight", "Waist", "Pulse"]
+    with pytest.raises(InputError, match="'iris' is not a bundled dataset"):
+        SklearnDataset("iris")
+
+
+def write(path, text, encoding="utf-8", newline="\n"):
+    path.write_bytes(text.replace("\n", newline).encode(encoding))
+    return path
+
+
+@pytest.mark.parametrize("encoding, newline", [("utf-8", "\n"), ("utf-8-sig", "\r\n"), ("utf-8-sig", "\n")])
+def test_csv_reads_bom_crlf_and_quotes(tmp_path, encoding, newline):
+    path = write(tmp_path / "d.csv", 'size,"rooms, total",price\n1.5,2,10\n2.5,"3",20\n', encoding, newline)
+    table = CSVSource(str(path), target="price").load()
+    assert table.feature_names == ["size", "rooms, total"]
+    np.testing.assert_array_equal(table.x, [[1.5, 2], [2.5, 3]])
+    np.testing.assert_array_equal(table.y, [[10], [20]])
+
+
+def test_csv_feature_selection_and_several_targets(tmp_path):
+    path = write(tmp_path / "d.csv", "a,b,c,t1,t2\n1,2,3,4,5\n6,7,8,9,10\n")
+    table = CSVSource(str(path), target=["t1", "t2"], features=["c", "a"]).load()
+    assert table.feature_names == ["c", "a"] and table.target_names == ["t1", "t2"]
+    np.testing.assert_array_equal(table.x, [[3, 1], [8, 6]])
+
+
+@pytest.mark.parametrize(
+    "content, kwargs, match",
+    [
+        (None, {}, r"CSV file not found: '.*missing.csv'"),
+        ("", {}, "is empty"),
+        ("a,b,y\n", {}, "header but no data rows"),
+        ("a,b,y\n1,2,3\n", {"target": "Y"}, r"column 'Y' is not in .*did you mean 'y'"),
+        ("height,b,y\n1,2,3\n", {"features": ["heigth"]}, r"column 'heigth' is not in .*Did you mean 'height'"),
+        ("a,b,y\n1,x,3\n2,4,5\n", {}, r"column 'b' .* is not numeric \(e.g. 'x' on data row 1\)"),
+        ("a,b,y\n1,,3\n2,4,\n3,,1\n", {}, r"missing values \('b': 2, 'y': 1\).*drop_missing"),
+        ("a,y\n1,3\n", {"features": ["a", "y"]}, r"both as features and as target"),
+    ],
+)
+def test_csv_bad_input_names_the_culprit(tmp_path, content, kwargs, match):
+    path = tmp_path / "missing.csv"
+    if content is not None:
+        path = write(tmp_path / "bad.csv", content)
+    with pytest.raises(InputError, match=match):
+        CSVSource(str(path), **{"target": "y", **kwargs}).load()
+
+
+def test_csv_drop_missing_drops_only_incomplete_rows(tmp_path):
+    path = write(tmp_path / "d.csv", "a,b,y\n1,,3\n2,4,5\n3,6,7\n")
+    table = CSVSource(str(path), target="y", drop_missing=True).load()
+    np.testing.assert_array_equal(table.x, [[2, 4], [3, 6]])
