@@ -40,8 +40,8 @@ def summarize(
         "steps": trainer.global_step,
         "wall_time_s": round(wall_time, 3),
         "checkpoints": {
-            "best": checkpoint.best_model_path if checkpoint else "",
-            "last": checkpoint.last_model_path if checkpoint else "",
+            "best": _absolute(checkpoint.best_model_path if checkpoint else ""),
+            "last": _absolute(checkpoint.last_model_path if checkpoint else ""),
         },
         "run_dir": _run_dir(trainer),
     }
@@ -57,7 +57,12 @@ def _run_dir(trainer: L.Trainer) -> str:
     # fast_dev_run swaps in a logger that writes nothing; the run then has no directory of its own.
     if trainer.logger is None or trainer.fast_dev_run:
         return ""
-    return trainer.log_dir or ""
+    return _absolute(trainer.log_dir or "")
+
+
+def _absolute(path: str) -> str:
+    """Absolute, so that summary.json stays valid wherever it is read from."""
+    return str(Path(path).resolve()) if path else ""
 
 
 def write_summary(summary: dict) -> Path | None:
