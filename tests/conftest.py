@@ -44,3 +44,12 @@ def lstsq_with_intercept(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.n
     design = np.hstack([x, np.ones((len(x), 1))])
     solution = np.linalg.lstsq(design, y, rcond=None)[0]
     return solution[:-1].T, solution[-1]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
