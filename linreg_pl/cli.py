@@ -11,6 +11,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from linreg_pl.callbacks import FitFigures, HyperparameterMetrics, ParameterTrajectory
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
@@ -34,6 +35,7 @@ class LinearRegressionCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
             auto_configure_optimizers=False,  # the model injects its own optimizer
+            trainer_defaults={"callbacks": [ParameterTrajectory(), FitFigures(), HyperparameterMetrics()]},
             **kwargs,
         )
 

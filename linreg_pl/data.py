@@ -156,6 +156,7 @@ class RegressionDataModule(L.LightningDataModule):
         shuffle: bool = True,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters()
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0 <= value < 1:
                 raise InputError(f"data.{name}={value} must be in [0, 1).")

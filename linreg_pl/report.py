@@ -10,6 +10,12 @@ import numpy as np
 
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.model import LinearRegression
+from linreg_pl.solvers import Moments
+
+# A trained model whose train loss is this much above the exact optimum gets a hint, unless the
+# excess is below float32 round-off relative to the loss of always predicting the mean.
+LARGE_GAP = 0.05
+NEGLIGIBLE_EXCESS = 1e-6
 
 
 def summarize(
@@ -45,12 +51,42 @@ def summarize(
         },
         "run_dir": _run_dir(trainer),
     }
+    summary["exact"] = exact_reference(trainer, model, datamodule)
     if table.true_weight is not None:
         summary["true"] = {"weight": table.true_weight.tolist(), "bias": table.true_bias.tolist()}
         summary["max_abs_error_vs_true"] = float(
             max(np.abs(weight - table.true_weight).max(), np.abs(bias - table.true_bias).max())
         )
     return summary
+
+
+def exact_reference(trainer: L.Trainer, model: LinearRegression, datamodule: RegressionDataModule) -> dict | None:
+    """The exact least-squares optimum of the model's own training objective (same scaling, same
+    L2), and how far the trained model's train loss is above it. Each process accumulates its
+    share of the training rows; the pieces are merged across processes. None with an L1 penalty,
+    which has no closed form."""
+    l1, l2 = model.hparams.l1, model.hparams.l2
+    if l1:
+        return None
+    x, y = datamodule.arrays("train")
+    rank, world_size = trainer.global_rank, trainer.world_size
+    share = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
+    moments = Moments.of(x[share], y[share]).all_gather()
+    scaling = model.scaling
+    weight, bias = moments.solve(scaling, l2)
+    train_loss = moments.objective(*model.learned_parameters(), scaling, l2)
+    optimal_loss = moments.objective(weight, bias, scaling, l2)
+    constant_loss = moments.objective(np.zeros_like(weight), moments.mean[moments.n_features :], scaling, l2)
+    # Relative to an optimum of ~0 (a noiseless line) a gap means nothing: call that an exact fit.
+    exact_fit = optimal_loss <= 1e-12 * constant_loss
+    return {
+        "weight": weight.tolist(),
+        "bias": bias.tolist(),
+        "train_loss": train_loss,
+        "optimal_train_loss": optimal_loss,
+        "optimality_gap": None if exact_fit else train_loss / optimal_loss - 1,
+        "converged": train_loss - optimal_loss <= max(LARGE_GAP * optimal_loss, NEGLIGIBLE_EXCESS * constant_loss),
+    }
 
 
 def _run_dir(trainer: L.Trainer) -> str:
@@ -75,6 +111,19 @@ def write_summary(summary: dict) -> Path | None:
     return path
 
 
+def _gap_line(exact: dict) -> str:
+    line = f"train loss {exact['train_loss']:.6g}, exact optimum {exact['optimal_train_loss']:.6g}"
+    gap = exact["optimality_gap"]
+    line += " (an exact fit)" if gap is None else f", gap {gap:+.2%}"
+    if not exact["converged"]:
+        line += (
+            "\nhint: training has not reached the optimum; try more epochs (--trainer.max_epochs), another "
+            "learning rate (--model.optimizer.lr), --data.standardize_features true, or full-batch L-BFGS "
+            "(--model.optimizer LBFGS --data.batch_size null)"
+        )
+    return line
+
+
 def format_report(summary: dict) -> str:
     """A short, aligned text report; the run directory is the last line."""
     sizes = summary["split_sizes"]
@@ -85,16 +134,20 @@ def format_report(summary: dict) -> str:
         "",
     ]
     columns = [("learned", summary["learned"])]
+    if summary["exact"]:
+        columns.append(("least squares", summary["exact"]))
     if summary["true"]:
         columns.append(("true", summary["true"]))
-    lines.append(f"{'parameter':<28}" + "".join(f"{name:>14}" for name, _ in columns))
+    lines.append(f"{'parameter':<28}" + "".join(f"{name:>15}" for name, _ in columns))
     for t, target in enumerate(summary["targets"]):
         prefix = f"{target}: " if len(summary["targets"]) > 1 else ""
         for f, feature in enumerate(summary["features"]):
-            values = "".join(f"{p['weight'][t][f]:>14.6g}" for _, p in columns)
+            values = "".join(f"{p['weight'][t][f]:>15.7g}" for _, p in columns)
             lines.append(f"{prefix + 'w[' + feature + ']':<28}{values}")
-        lines.append(f"{prefix + 'b':<28}" + "".join(f"{p['bias'][t]:>14.6g}" for _, p in columns))
+        lines.append(f"{prefix + 'b':<28}" + "".join(f"{p['bias'][t]:>15.7g}" for _, p in columns))
     lines.append("")
+    if exact := summary["exact"]:
+        lines.append(_gap_line(exact))
     metrics = summary["test_metrics"]
     lines.append("test  " + "  ".join(f"{k.split('/')[-1]} {v:.6g}" for k, v in metrics.items()))
     if summary["checkpoints"]["best"]:
