@@ -1,0 +1,77 @@
+"""Checkpoints: written atomically, read without executing code, checked against the model."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from linreg_pl.errors import InputError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside its target, then renames it into place:
+    a crash while saving leaves the previous checkpoint, never a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        with open(partial, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)  # atomic within one filesystem
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, so a file
+    that carries code is refused instead of run."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: '{path}'; give the path of a .ckpt file.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(
+            f"'{path}' holds objects other than weights and plain values; it was not loaded, since "
+            "loading it could run code. Use a checkpoint written by linreg_pl."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise InputError(f"'{path}' is not a readable checkpoint (truncated or another file type: {error}).") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InputError(f"'{path}' is not a Lightning checkpoint (no state_dict); use a .ckpt written by linreg_pl.")
+    return checkpoint
+
+
+def check_matches(checkpoint: dict[str, Any], path: str | os.PathLike, n_features: int, n_targets: int) -> None:
+    """The checkpoint's linear layer must have the data's numbers of features and targets."""
+    weight = checkpoint["state_dict"].get("linear.weight")
+    if weight is None:
+        raise InputError(f"'{path}' is not a linreg_pl LinearRegression checkpoint (no linear.weight).")
+    if tuple(weight.shape) != (n_targets, n_features):
+        raise InputError(
+            f"'{path}' is a model of {weight.shape[1]} feature(s) and {weight.shape[0]} target(s), but the data "
+            f"has {n_features} feature(s) and {n_targets} target(s); use a checkpoint trained on this data."
+        )
+
+
+def resolve_checkpoint(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
+    """``"last"`` is the newest ``last.ckpt`` of this experiment in any version directory (each run
+    logs to a new ``version_N``, where Lightning alone would look)."""
+    if ckpt_path != "last":
+        return ckpt_path
+    logger = trainer.logger
+    if logger is None:
+        raise InputError("--ckpt_path last needs the logger's experiment folder; give a checkpoint path instead.")
+    experiment = Path(logger.save_dir) / str(logger.name)
+    candidates = sorted(experiment.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise InputError(f"--ckpt_path last: no last.ckpt under '{experiment}/version_*/checkpoints/'; train once without it first.")
+    return str(candidates[-1])
