@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from linreg_pl.callbacks import FitFigures, HyperparameterMetrics, ParameterTrajectory
+from linreg_pl.checkpoints import AtomicCheckpointIO, check_matches, read_checkpoint, resolve_checkpoint
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
@@ -35,13 +36,22 @@ class LinearRegressionCLI(LightningCLI):
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
             auto_configure_optimizers=False,  # the model injects its own optimizer
-            trainer_defaults={"callbacks": [ParameterTrajectory(), FitFigures(), HyperparameterMetrics()]},
+            trainer_defaults={
+                "callbacks": [ParameterTrajectory(), FitFigures(), HyperparameterMetrics()],
+                "plugins": [AtomicCheckpointIO()],
+            },
             **kwargs,
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in ("n_features", "n_targets", "feature_names", "target_names"):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="Resume from this checkpoint; 'last' takes the newest last.ckpt of this experiment.",
+        )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -59,11 +69,18 @@ def train(args: list[str] | None = None) -> dict:
 
     cli = LinearRegressionCLI(args)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
+    if trainer.logger is not None:
+        # Fix the run's version_N now: under ddp_spawn, fit and test run in fresh processes that
+        # would otherwise each take the next free version directory.
+        _ = trainer.logger.version
+    ckpt_path = resolve_checkpoint(cli.config.ckpt_path, trainer)
+    if ckpt_path is not None:
+        check_matches(read_checkpoint(ckpt_path), ckpt_path, datamodule.n_features, datamodule.n_targets)
     start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
-    test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
     summary = summarize(trainer, model, datamodule, test_metrics[0], time.perf_counter() - start)
     if trainer.is_global_zero:
         write_summary(summary)

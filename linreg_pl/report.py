@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
+import torch.distributed as dist
 
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.model import LinearRegression
@@ -69,7 +70,9 @@ def exact_reference(trainer: L.Trainer, model: LinearRegression, datamodule: Reg
     if l1:
         return None
     x, y = datamodule.arrays("train")
-    rank, world_size = trainer.global_rank, trainer.world_size
+    # Shares only where a process group exists: after ddp_spawn the report runs in the parent alone.
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
     share = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
     moments = Moments.of(x[share], y[share]).all_gather()
     scaling = model.scaling

@@ -44,7 +44,7 @@ def test_event_files_hold_scalars_figure_and_hparams(d2l_run):
     run_dir, summary = d2l_run
     accumulator = events(run_dir)
     scalars = set(accumulator.Tags()["scalars"])
-    expected = {"train/loss_step", "val/loss", "val/rmse", "val/mae", "val/r2", "lr",
+    expected = {"train/loss", "train/loss_epoch", "val/loss", "val/rmse", "val/mae", "val/r2", "lr",
                 "params/w[x0]", "params/w[x1]", "params/b", "test/mse", "test/r2"}
     assert expected <= scalars, expected - scalars
     trajectory = [e.value for e in accumulator.Scalars("params/w[x1]")]
@@ -110,7 +110,7 @@ def test_tensorboard_server_serves_the_scalars_and_the_image(d2l_run):
             assert time.monotonic() < deadline, "tensorboard did not load the run within 60 s"
             time.sleep(0.5)
         run = run_dir.name
-        assert {"val/loss", "train/loss_step", "params/w[x0]"} <= set(tags[run])
+        assert {"val/loss", "train/loss", "params/w[x0]"} <= set(tags[run])
         images = json.loads(get(f"{base}/images/images?run={run}&tag=fit"))
         image = get(f"{base}/images/individualImage?{images[-1]['query']}")
         assert image[:4] == b"\x89PNG"

@@ -1,0 +1,55 @@
+"""DDP on CPU with 2 real processes (gloo): the same answer as one process with the same global batch."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import CONFIGS, script_command
+
+# Full-batch gradient descent: the global batch is the whole training split on 1 or 2 processes.
+FULL_BATCH = ["--data.batch_size=null", "--model.optimizer.lr=0.1", "--trainer.enable_progress_bar=false"]
+
+
+def train(cwd: Path, *args: str) -> dict:
+    result = subprocess.run(script_command("train.py", *FULL_BATCH, *args), cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = Path(result.stdout.strip().splitlines()[-1])
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    return train(tmp_path_factory.mktemp("single"), "--trainer.max_epochs=20")
+
+
+def assert_same_run(summary, reference):
+    np.testing.assert_allclose(summary["learned"]["weight"], reference["learned"]["weight"], atol=1e-5)
+    np.testing.assert_allclose(summary["learned"]["bias"], reference["learned"]["bias"], atol=1e-5)
+    assert summary["test_metrics"].keys() == reference["test_metrics"].keys()
+    for key, value in reference["test_metrics"].items():
+        assert summary["test_metrics"][key] == pytest.approx(value, rel=1e-5), key
+    np.testing.assert_allclose(summary["exact"]["weight"], reference["exact"]["weight"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_two_cpu_processes_match_one(tmp_path, single, strategy):
+    summary = train(tmp_path, "--trainer.max_epochs=20", "--trainer.accelerator=cpu", "--trainer.devices=2", f"--trainer.strategy={strategy}")
+    assert_same_run(summary, single)
+    # Written once, by rank 0: one run directory, one best and one last checkpoint.
+    assert [p.name for p in (tmp_path / "logs" / "d2l").iterdir()] == ["version_0"]
+    assert len(list((tmp_path / "logs" / "d2l" / "version_0" / "checkpoints").glob("*.ckpt"))) == 2
+
+
+def test_ddp_cpu_preset_stacks_with_a_data_config(tmp_path):
+    summary = train(tmp_path, "--config", str(CONFIGS / "line.yaml"), "--config", str(CONFIGS / "trainer" / "ddp_cpu.yaml"), "--trainer.max_epochs=2")
+    assert summary["dataset"] == "synthetic" and summary["epochs"] == 2
+
+
+def test_resume_a_ddp_checkpoint_on_one_process(tmp_path, single):
+    ddp = train(tmp_path, "--trainer.max_epochs=12", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp")
+    resumed = train(tmp_path, "--trainer.max_epochs=20", f"--ckpt_path={ddp['checkpoints']['last']}")
+    assert resumed["epochs"] == 20 and resumed["steps"] == 20
+    assert_same_run(resumed, single)
