@@ -1,5 +1,6 @@
-"""Callbacks that show training as it happens: parameter trajectories and fit figures in
-TensorBoard, and the HPARAMS tab filled with the run's real results."""
+"""Callbacks that show training as it happens (parameter trajectories and fit figures in
+TensorBoard, the HPARAMS tab filled with the run's real results), and the guard that stops a
+diverging run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from linreg_pl.checkpoints import last_checkpoint_path
 from linreg_pl.data import RegressionDataModule
+from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
 
 
@@ -143,3 +146,26 @@ def _plain(value):
     if isinstance(value, (torch.Tensor, np.ndarray)):
         return str(value.tolist())
     return str(value)
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN or infinite: a hyper-parameter problem the user can fix."""
+
+
+class DivergenceGuard(Callback):
+    """Stops at the first step whose loss is NaN or infinite, naming the epoch, the step, the
+    learning rate and what to try. Checkpoints written before it stay as they are."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None or torch.isfinite(loss).item():
+            return
+        last = last_checkpoint_path(trainer)
+        last = last if last is not None and last.is_file() else None
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        raise TrainingDiverged(
+            f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: the loss is "
+            f"{loss.item()} with learning rate {lr:g}; lower --model.optimizer.lr, standardize the features "
+            "(--data.standardize_features true) or try another optimizer (--model.optimizer Adam)"
+            + (f". The last good checkpoint is {last}." if last else "; no checkpoint had been saved yet.")
+        )

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from linreg_pl.errors import InputError
 
@@ -30,12 +33,48 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(partial, path)  # atomic within one filesystem
 
 
+def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
+    """``last.ckpt`` beside the best checkpoint, or None when checkpointing is off."""
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is None or not checkpoint.dirpath:
+        return None
+    return Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+
+
+class LastCheckpoint(Callback):
+    """Writes ``last.ckpt`` at the end of every epoch, and on Ctrl-C or SIGTERM before exiting.
+
+    ``ModelCheckpoint(save_last=True)`` writes it only in epochs that improved the monitored
+    metric, so a run resumed with ``--ckpt_path last`` could silently repeat epochs. A diverged
+    run writes nothing: the last good checkpoint stays.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = last_checkpoint_path(trainer)
+        if path is not None and not trainer.fast_dev_run and not trainer.sanity_checking:
+            trainer.save_checkpoint(path)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        path = last_checkpoint_path(trainer)
+        if path is None or trainer.fast_dev_run or not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            print(
+                f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {path}; "
+                "continue with --ckpt_path last",
+                file=sys.stderr,
+            )
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, so a file
     that carries code is refused instead of run."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint not found: '{path}'; give the path of a .ckpt file.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a truncated one has no directory
+        raise InputError(f"'{path}' is not a readable checkpoint (truncated, or another file type).")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

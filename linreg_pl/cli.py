@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from linreg_pl.callbacks import FitFigures, HyperparameterMetrics, ParameterTrajectory
-from linreg_pl.checkpoints import AtomicCheckpointIO, check_matches, read_checkpoint, resolve_checkpoint
+from linreg_pl.callbacks import DivergenceGuard, FitFigures, HyperparameterMetrics, ParameterTrajectory
+from linreg_pl.checkpoints import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    check_matches,
+    read_checkpoint,
+    resolve_checkpoint,
+)
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
@@ -37,11 +47,22 @@ class LinearRegressionCLI(LightningCLI):
             seed_everything_default=0,
             auto_configure_optimizers=False,  # the model injects its own optimizer
             trainer_defaults={
-                "callbacks": [ParameterTrajectory(), FitFigures(), HyperparameterMetrics()],
-                "plugins": [AtomicCheckpointIO()],
+                "callbacks": [
+                    DivergenceGuard(),
+                    LastCheckpoint(),
+                    ParameterTrajectory(),
+                    FitFigures(),
+                    HyperparameterMetrics(),
+                ],
             },
             **kwargs,
         )
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user's own plugin
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for name in ("n_features", "n_targets", "feature_names", "target_names"):
@@ -56,7 +77,7 @@ class LinearRegressionCLI(LightningCLI):
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/loss",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # LastCheckpoint writes last.ckpt every epoch
                 "checkpoint.filename": "best-epoch{epoch}-step{step}",
                 "checkpoint.auto_insert_metric_name": False,
             }
@@ -104,3 +125,5 @@ def cli_main(args: list[str] | None = None) -> None:
             raise
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except SIGTERMException:  # a SystemExit without a code: it would exit 0
+        sys.exit(128 + signal.SIGTERM)

@@ -9,6 +9,7 @@ import lightning as L
 import numpy as np
 import torch.distributed as dist
 
+from linreg_pl.checkpoints import last_checkpoint_path
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.model import LinearRegression
 from linreg_pl.solvers import Moments
@@ -30,6 +31,7 @@ def summarize(
     weight, bias = model.learned_parameters()
     table = datamodule.table
     checkpoint = trainer.checkpoint_callback
+    last = last_checkpoint_path(trainer)
     summary = {
         "dataset": table.name,
         "features": table.feature_names,
@@ -48,7 +50,7 @@ def summarize(
         "wall_time_s": round(wall_time, 3),
         "checkpoints": {
             "best": _absolute(checkpoint.best_model_path if checkpoint else ""),
-            "last": _absolute(checkpoint.last_model_path if checkpoint else ""),
+            "last": _absolute(str(last) if last is not None and last.is_file() else ""),
         },
         "run_dir": _run_dir(trainer),
     }
