@@ -157,6 +157,8 @@ class RegressionDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # Stored as plain values, so that checkpoints load with weights_only and rebuild the data.
+        self.hparams["source"] = source.config()
         for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0 <= value < 1:
                 raise InputError(f"data.{name}={value} must be in [0, 1).")

@@ -7,6 +7,7 @@ its parameters in its signature and checks them where they enter.
 from __future__ import annotations
 
 import difflib
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +46,23 @@ class DataSource:
 
     standardize_by_default = False
 
+    def __new__(cls, *args, **kwargs):
+        # Keep the arguments as given, so that config() can describe the source in plain values.
+        # (Copying and unpickling call __new__ without arguments, then restore the attributes.)
+        source = super().__new__(cls)
+        bound = inspect.signature(cls.__init__).bind_partial(source, *args, **kwargs)
+        bound.apply_defaults()
+        source._init_args = {k: v for k, v in bound.arguments.items() if k != "self"}
+        return source
+
     def load(self) -> Table:
         raise NotImplementedError
+
+    def config(self) -> dict:
+        """``{"class_path": ..., "init_args": ...}`` in plain values: what a checkpoint stores to
+        rebuild this source (paths made absolute, so it works from any directory)."""
+        init_args = {name: _plain(value) for name, value in self._init_args.items()}
+        return {"class_path": f"{type(self).__module__}.{type(self).__name__}", "init_args": init_args}
 
 
 class SyntheticLinear(DataSource):
@@ -288,18 +304,13 @@ class CSVSource(DataSource):
         self.features = None if features is None else list(features)
         self.drop_missing = drop_missing
 
-    def load(self) -> Table:
-        import pandas as pd
+    def config(self) -> dict:
+        config = super().config()
+        config["init_args"]["path"] = str(self.path.resolve())
+        return config
 
-        if not self.path.is_file():
-            raise InputError(f"CSV file not found: '{self.path}'; check the path given to --data.source.path.")
-        try:
-            frame = pd.read_csv(self.path, encoding="utf-8-sig", skipinitialspace=True)
-        except pd.errors.EmptyDataError:
-            raise InputError(f"CSV file '{self.path}' is empty: it needs a header row and data rows.") from None
-        except (UnicodeDecodeError, pd.errors.ParserError) as error:
-            raise InputError(f"CSV file '{self.path}' could not be parsed ({error}); save it as UTF-8 CSV.") from None
-        frame.columns = [str(c).strip() for c in frame.columns]
+    def load(self) -> Table:
+        frame = read_csv(self.path)
         columns = list(frame.columns)
         for name in self.targets + (self.features or []):
             if name not in columns:
@@ -309,27 +320,7 @@ class CSVSource(DataSource):
             raise InputError(f"columns {overlap} are given both as features and as target; list each once.")
         if not features:
             raise InputError(f"CSV file '{self.path}' has no feature column besides the target {self.targets}.")
-        if frame.empty:
-            raise InputError(f"CSV file '{self.path}' has a header but no data rows.")
-        used = frame[features + self.targets]
-        for name in used.columns:
-            if not pd.api.types.is_numeric_dtype(used[name]):
-                bad = used[name][pd.to_numeric(used[name], errors="coerce").isna() & used[name].notna()]
-                raise InputError(
-                    f"column '{name}' in '{self.path}' is not numeric (e.g. {bad.iloc[0]!r} on data row "
-                    f"{bad.index[0] + 1}); convert it to numbers or leave it out with --data.source.features."
-                )
-        missing = used.isna().sum()
-        if missing.any():
-            if not self.drop_missing:
-                counts = ", ".join(f"'{c}': {n}" for c, n in missing.items() if n)
-                raise InputError(
-                    f"'{self.path}' has missing values ({counts}); fill them in, or pass "
-                    "--data.source.drop_missing true to drop those rows."
-                )
-            used = used.dropna()
-            if used.empty:
-                raise InputError(f"every row of '{self.path}' has a missing value; nothing is left to train on.")
+        used = numeric_columns(frame, features + self.targets, self.path, self.drop_missing)
         return Table(
             name=self.path.stem,
             x=used[features].to_numpy(dtype=np.float64),
@@ -337,6 +328,62 @@ class CSVSource(DataSource):
             feature_names=features,
             target_names=self.targets,
         )
+
+
+def read_csv(path: Path):
+    """A CSV file with a header row and at least one data row, as a pandas DataFrame."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise InputError(f"CSV file not found: '{path}'; check the path given to --data.source.path.")
+    try:
+        frame = pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"CSV file '{path}' is empty: it needs a header row and data rows.") from None
+    except (UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise InputError(f"CSV file '{path}' could not be parsed ({error}); save it as UTF-8 CSV.") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise InputError(f"CSV file '{path}' has a header but no data rows.")
+    return frame
+
+
+def numeric_columns(frame, names: list[str], path: Path, drop_missing: bool = False):
+    """The named columns, checked to be present, numeric and complete (or with such rows dropped)."""
+    import pandas as pd
+
+    columns = list(frame.columns)
+    if missing_columns := [name for name in names if name not in columns]:
+        raise InputError(_unknown_column_message(missing_columns[0], columns, path))
+    used = frame[names]
+    for name in used.columns:
+        if not pd.api.types.is_numeric_dtype(used[name]):
+            bad = used[name][pd.to_numeric(used[name], errors="coerce").isna() & used[name].notna()]
+            raise InputError(
+                f"column '{name}' in '{path}' is not numeric (e.g. {bad.iloc[0]!r} on data row "
+                f"{bad.index[0] + 1}); convert it to numbers or leave it out with --data.source.features."
+            )
+    missing = used.isna().sum()
+    if missing.any():
+        if not drop_missing:
+            counts = ", ".join(f"'{c}': {n}" for c, n in missing.items() if n)
+            raise InputError(
+                f"'{path}' has missing values ({counts}); fill them in, or pass "
+                "--data.source.drop_missing true to drop those rows."
+            )
+        used = used.dropna()
+        if used.empty:
+            raise InputError(f"every row of '{path}' has a missing value; nothing is left to train on.")
+    return used
+
+
+def _plain(value):
+    """A value a weights_only checkpoint can hold: no arrays or path objects."""
+    if isinstance(value, os.PathLike):
+        return str(Path(os.fspath(value)).resolve())
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
 
 
 def _unknown_column_message(name: str, columns: list[str], path: Path) -> str:
