@@ -7,6 +7,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from lightning.pytorch import Trainer
@@ -110,7 +111,12 @@ def train(args: list[str] | None = None) -> dict:
 
 
 def cli_main(args: list[str] | None = None) -> None:
-    """Run ``train``; a user error ends in its one-line message and exit status 2.
+    """The ``scripts/train.py`` entry point."""
+    run_command(train, args)
+
+
+def run_command(command: Callable[[list[str] | None], object], args: list[str] | None = None) -> None:
+    """Run an entry point; a user error ends in its one-line message and exit status 2.
 
     Set ``LINREG_PL_VERBOSE=1`` to see the traceback of user errors too.
     """
@@ -119,7 +125,7 @@ def cli_main(args: list[str] | None = None) -> None:
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
     try:
-        train(args)
+        command(args)
     except InputError as error:
         if os.environ.get("LINREG_PL_VERBOSE"):
             raise

@@ -149,6 +149,33 @@ class LinearRegression(L.LightningModule):
             *(getattr(self, n).double().cpu().numpy() for n in ("feature_mean", "feature_scale", "target_mean", "target_scale"))
         )
 
+    def predict(self, features) -> np.ndarray:
+        """Predictions (n, n_targets) in original units, from a NumPy array (n, n_features) or a
+        pandas DataFrame whose columns are picked by the feature names saved at training time.
+
+        Examples
+        --------
+        >>> model = LinearRegression(n_features=2, feature_names=["a", "b"])
+        >>> with torch.no_grad():
+        ...     _ = model.linear.weight.copy_(torch.tensor([[2.0, -1.0]])), model.linear.bias.fill_(0.5)
+        >>> import pandas as pd
+        >>> model.predict(pd.DataFrame({"b": [1.0], "extra": [9.0], "a": [3.0]})).tolist()
+        [[5.5]]
+        """
+        if hasattr(features, "columns"):  # a DataFrame: select and order the columns by name
+            names = self.hparams.feature_names
+            if names is None:
+                raise InputError("this model has no saved feature names; pass an array with the training column order.")
+            if missing := [name for name in names if name not in features.columns]:
+                raise InputError(f"feature column(s) {missing} are missing; the model needs {names}.")
+            features = features[names]
+        x = np.ascontiguousarray(features, dtype=np.float64)  # a column-reordered frame may be strided
+        if x.ndim != 2 or x.shape[1] != self.hparams.n_features:
+            raise InputError(f"features of shape {x.shape} given; the model needs (n, {self.hparams.n_features}).")
+        with torch.no_grad():
+            output = self(torch.as_tensor(x, dtype=self.linear.weight.dtype, device=self.linear.weight.device))
+        return output.double().cpu().numpy()
+
     def learned_parameters(self) -> tuple[np.ndarray, np.ndarray]:
         """The weights (n_targets, n_features) and bias (n_targets,) in original units."""
         weight = self.linear.weight.detach().double().cpu().numpy()

@@ -1,0 +1,10 @@
+"""Score a checkpoint: ``python scripts/evaluate.py --ckpt_path CKPT [--data.* ...]``.
+
+By default it uses the data the checkpoint was trained on and scores its test split.
+"""
+
+from linreg_pl.cli import run_command
+from linreg_pl.inference import evaluate
+
+if __name__ == "__main__":
+    run_command(evaluate)
