@@ -4,6 +4,7 @@ diverging run."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -34,9 +35,8 @@ class ParameterTrajectory(Callback):
         self.max_scalars = max_scalars
 
     def on_train_batch_end(self, trainer, pl_module: LinearRegression, outputs, batch, batch_idx) -> None:
-        logger = _tensorboard(trainer)
         step = trainer.global_step
-        if logger is None or not trainer.is_global_zero or step % trainer.log_every_n_steps:
+        if step % trainer.log_every_n_steps or not trainer.is_global_zero or (logger := _tensorboard(trainer)) is None:
             return
         scalars = {"lr": trainer.optimizers[0].param_groups[0]["lr"]}
         if pl_module.linear.weight.numel() + pl_module.linear.bias.numel() <= self.max_scalars:
@@ -158,7 +158,8 @@ class DivergenceGuard(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is None or torch.isfinite(loss).item():
+        # One host read per step: free on a CPU, one synchronisation per step on a GPU.
+        if loss is None or math.isfinite(loss.item()):
             return
         last = last_checkpoint_path(trainer)
         last = last if last is not None and last.is_file() else None

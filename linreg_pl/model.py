@@ -94,7 +94,8 @@ class LinearRegression(L.LightningModule):
         self.losses = nn.ModuleDict({s: MeanSquaredError() for s in ("val", "test")})
         # The epoch's training loss is summed on the device: no host sync and no self.log per step.
         self.register_buffer("_train_loss_sum", torch.zeros(()), persistent=False)
-        self.register_buffer("_train_rows", torch.zeros(()), persistent=False)
+        self._train_rows = 0
+        self._scales_features = self._scales_target = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions in original units for features in original units."""
@@ -118,7 +119,7 @@ class LinearRegression(L.LightningModule):
             # Equal shards per process, so the mean of the processes' means is the global mean.
             self.log("train/loss_epoch", self._train_loss_sum / self._train_rows, sync_dist=True)
         self._train_loss_sum.zero_()
-        self._train_rows.zero_()
+        self._train_rows = 0
 
     def configure_optimizers(self):
         make_optimizer = self.make_optimizer or (lambda params: torch.optim.SGD(params, lr=0.01))
@@ -142,6 +143,12 @@ class LinearRegression(L.LightningModule):
         """Store the standardization applied to inputs and targets."""
         for name in ("feature_mean", "feature_scale", "target_mean", "target_scale"):
             getattr(self, name).copy_(torch.as_tensor(getattr(scaling, name)))
+        self._note_scaling()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
+        self._note_scaling()
+        return result
 
     @property
     def scaling(self) -> Scaling:
@@ -182,24 +189,31 @@ class LinearRegression(L.LightningModule):
         bias = self.linear.bias.detach().double().cpu().numpy()
         return self.scaling.to_original_units(weight, bias)
 
-    def _standardized_output(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear((x - self.feature_mean) / self.feature_scale)
+    def _note_scaling(self) -> None:
+        # Known once here rather than tested per step: an identity map costs no work in the loop.
+        self._scales_features = bool((self.feature_mean != 0).any() or (self.feature_scale != 1).any())
+        self._scales_target = bool((self.target_mean != 0).any() or (self.target_scale != 1).any())
 
-    def _penalty(self) -> torch.Tensor | float:
-        penalty = 0.0
+    def _standardized_output(self, x: torch.Tensor) -> torch.Tensor:
+        if self._scales_features:
+            x = (x - self.feature_mean) / self.feature_scale
+        return self.linear(x)
+
+    def _objective(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = F.mse_loss(output, target)
         if self.hparams.l2:
-            penalty = penalty + self.hparams.l2 * self.linear.weight.square().sum()
+            loss = loss + self.hparams.l2 * self.linear.weight.square().sum()
         if self.hparams.l1:
-            penalty = penalty + self.hparams.l1 * self.linear.weight.abs().sum()
-        return penalty
+            loss = loss + self.hparams.l1 * self.linear.weight.abs().sum()
+        return loss
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
         output = self._standardized_output(x)
-        target = (y - self.target_mean) / self.target_scale
+        target = (y - self.target_mean) / self.target_scale if self._scales_target else y
         if stage == "train":
-            loss = F.mse_loss(output, target) + self._penalty()
-            self._train_loss_sum += loss.detach() * len(x)
+            loss = self._objective(output, target)
+            self._train_loss_sum.add_(loss.detach(), alpha=len(x))
             self._train_rows += len(x)
             # Lightning writes step metrics after every log_every_n_steps-th step; logging only then
             # saves its per-call cost on the other steps. (No trainer: a hand-written loop.)
