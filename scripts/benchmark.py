@@ -1,0 +1,272 @@
+"""Speed of one epoch of linear-regression training: ours under Lightning vs. the alternatives.
+
+    python scripts/benchmark.py                      # both cases, CPU (and GPU when present)
+    python scripts/benchmark.py --cases small --repeats 3 --out benchmark_results
+
+Rows, on the same in-memory data and seeds:
+  1 textbook      TensorDataset + DataLoader(shuffle=True), nn.Linear, MSELoss, SGD
+  2 hand-written  tensors in memory, a randperm per epoch, slices of the index tensor (the baseline)
+  3 linreg_pl     LinearRegression + RegressionDataModule under the Trainer, built by the CLI as a
+                  user runs it (TensorBoard logging, checkpoints, every default callback), with
+                  validation off so that every row does the same work
+  4 sklearn       LinearRegression (exact) and SGDRegressor(penalty=None)
+  5 exact solver  linreg_pl.solvers (streaming float64 Gram, one pass)
+  6 memory floor  one read of X
+Times are medians over repeats; ratios are against row 2 in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from linreg_pl.cli import LinearRegressionCLI
+from linreg_pl.solvers import Moments
+
+
+@dataclass
+class Case:
+    name: str
+    n_samples: int
+    n_features: int
+    batch_size: int
+    lr: float
+    epochs: int
+
+
+CASES = {
+    "small": Case("small (d2l)", 1000, 2, 10, 0.03, 5),
+    "large": Case("large", 1_000_000, 100, 4096, 0.05, 3),
+}
+
+
+def case_weights(case: Case) -> tuple[list[float], float]:
+    if case.n_features == 2:
+        return [2.0, -3.4], 4.2  # the d2l set
+    rng = np.random.default_rng(1)
+    return rng.normal(size=case.n_features).round(3).tolist(), 0.5
+
+
+def cli_args(case: Case, root: str, accelerator: str) -> list[str]:
+    weight, bias = case_weights(case)
+    return [
+        f"--data.source.weight={json.dumps(weight)}",
+        f"--data.source.bias={bias}",
+        f"--data.source.n_samples={case.n_samples}",
+        "--data.val_fraction=0",
+        "--data.test_fraction=0",
+        f"--data.batch_size={case.batch_size}",
+        f"--model.optimizer.lr={case.lr}",
+        f"--trainer.max_epochs={case.epochs}",
+        f"--trainer.accelerator={accelerator}",
+        "--trainer.devices=1",
+        "--trainer.limit_val_batches=0",
+        "--trainer.num_sanity_val_steps=0",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+        f"--trainer.logger.init_args.save_dir={root}",
+        "--trainer.logger.init_args.name=benchmark",
+    ]
+
+
+class EpochTimer(Callback):
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def textbook_loop(x, y, case: Case, device):
+    """Row 1: the way the textbooks write it."""
+    torch.manual_seed(0)
+    loader = DataLoader(TensorDataset(x, y), batch_size=case.batch_size, shuffle=True)
+    model = nn.Linear(x.shape[1], y.shape[1]).to(device)
+    loss_fn, optimizer = nn.MSELoss(), torch.optim.SGD(model.parameters(), lr=case.lr)
+    seconds = []
+    for _ in range(case.epochs):
+        start = time.perf_counter()
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            loss = loss_fn(model(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds, model
+
+
+def hand_written_loop(x, y, case: Case, device):
+    """Row 2: the best plain PyTorch loop: data on the device, one gather per batch."""
+    torch.manual_seed(0)
+    x, y = x.to(device), y.to(device)
+    model = nn.Linear(x.shape[1], y.shape[1]).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=case.lr)
+    seconds = []
+    for _ in range(case.epochs):
+        start = time.perf_counter()
+        order = torch.randperm(len(x), device=device)
+        for first in range(0, len(x), case.batch_size):
+            index = order[first : first + case.batch_size]
+            loss = nn.functional.mse_loss(model(x[index]), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        sync(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds, model
+
+
+def lightning_run(case: Case, accelerator: str):
+    """Row 3: ours, built by the CLI exactly as `scripts/train.py` builds it."""
+    with tempfile.TemporaryDirectory() as root:
+        cli = LinearRegressionCLI(cli_args(case, root, accelerator))
+        timer = EpochTimer()
+        cli.trainer.callbacks.append(timer)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return timer.seconds, cli.model
+
+
+def parameters(model) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(model, "learned_parameters"):
+        return model.learned_parameters()
+    return model.weight.detach().double().cpu().numpy(), model.bias.detach().double().cpu().numpy()
+
+
+def run_case(case: Case, accelerator: str, repeats: int) -> list[dict]:
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    weight, bias = case_weights(case)
+    from linreg_pl import RegressionDataModule, SyntheticLinear
+
+    dm = RegressionDataModule(SyntheticLinear(weight=weight, bias=bias, n_samples=case.n_samples), val_fraction=0, test_fraction=0)
+    x64, y64 = dm.arrays("train")
+    x, y = torch.as_tensor(x64, dtype=torch.float32), torch.as_tensor(y64, dtype=torch.float32)
+    moments = Moments.of(x64, y64)
+    optimum = moments.objective(*moments.solve())
+    steps = -(-len(x) // case.batch_size)
+
+    def timed(fn):
+        start = time.perf_counter()
+        result = fn()
+        sync(device)
+        return [time.perf_counter() - start], result
+
+    # Each entry: label, run() -> (epoch seconds, model or (weight, bias)), steps per epoch.
+    runs = [
+        ("1 textbook DataLoader", lambda: textbook_loop(x, y, case, device), steps),
+        ("2 hand-written loop (baseline)", lambda: hand_written_loop(x, y, case, device), steps),
+        ("3 linreg_pl under Lightning", lambda: lightning_run(case, accelerator), steps),
+    ]
+    if accelerator == "cpu":
+        from sklearn.linear_model import LinearRegression as SkLinear
+        from sklearn.linear_model import SGDRegressor
+
+        def sklearn_exact():
+            seconds, fitted = timed(lambda: SkLinear().fit(x64, y64))
+            return seconds, (fitted.coef_, fitted.intercept_)
+
+        def sklearn_sgd():
+            seconds, fitted = timed(lambda: SGDRegressor(penalty=None, max_iter=case.epochs, tol=None, random_state=0).fit(x64, y64[:, 0]))
+            return [seconds[0] / case.epochs], (fitted.coef_[None, :], fitted.intercept_)
+
+        runs += [
+            ("4a sklearn LinearRegression (total)", sklearn_exact, None),
+            ("4b sklearn SGDRegressor (per-sample steps)", sklearn_sgd, len(x)),
+            ("5 linreg_pl exact solver (total)", lambda: timed(lambda: Moments.of(x64, y64).solve()), None),
+        ]
+    x_device = x.to(device)
+    runs.append(("6 memory floor (one read of X)", lambda: timed(x_device.sum), None))
+
+    # Repeats go round-robin over the rows, so that a slow spell of the machine hits every row.
+    medians: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    results = {}
+    for _ in range(repeats):
+        for label, run, _ in runs:
+            seconds, results[label] = run()
+            medians[label].append(statistics.median(seconds))
+
+    rows = []
+    for label, _, steps_per_epoch in runs:
+        epoch = statistics.median(medians[label])
+        result = results[label]
+        fitted = parameters(result) if isinstance(result, nn.Module) else result
+        mse = moments.objective(*fitted) if isinstance(fitted, tuple) else None
+        rows.append({
+            "row": label,
+            "s_per_epoch": epoch,
+            "samples_per_s": len(x) / epoch,
+            "us_per_step": epoch / steps_per_epoch * 1e6 if steps_per_epoch else None,
+            "mse_vs_optimum": mse / optimum if mse is not None and optimum > 0 else None,
+        })
+    if accelerator == "cpu":
+        ours, sklearn = results["5 linreg_pl exact solver (total)"][0], results["4a sklearn LinearRegression (total)"][0]
+        rows[5]["coef_max_rel_diff_vs_sklearn"] = float(np.abs(ours - sklearn).max() / np.abs(sklearn).max())
+    baseline = rows[1]["s_per_epoch"]
+    for row in rows:
+        row["ratio_vs_row2"] = row["s_per_epoch"] / baseline
+        row["case"], row["device"] = case.name, accelerator
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = []
+    for (case, device) in dict.fromkeys((r["case"], r["device"]) for r in rows):
+        lines += [f"\n### {case}, {device}\n", "| row | s/epoch | samples/s | µs/step | ×row 2 | MSE / optimum |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for r in (r for r in rows if (r["case"], r["device"]) == (case, device)):
+            step = f"{r['us_per_step']:.1f}" if r["us_per_step"] else "–"
+            mse = f"{r['mse_vs_optimum']:.4f}" if r["mse_vs_optimum"] else "–"
+            lines.append(f"| {r['row']} | {r['s_per_epoch']:.4g} | {r['samples_per_s']:.3g} | {step} | {r['ratio_vs_row2']:.2f} | {mse} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(args: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["small", "large"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n_samples", type=int, help="override every case's number of rows (quick checks)")
+    parser.add_argument("--epochs", type=int, help="override every case's number of epochs")
+    parser.add_argument("--out", default="benchmark_results", help="folder for results.md and results.json")
+    config = parser.parse_args(args)
+    L.seed_everything(0, verbose=False)
+    rows = []
+    accelerators = ["cpu"] + (["gpu"] if torch.cuda.is_available() else [])
+    for name in config.cases:
+        case = CASES[name]
+        case.n_samples = config.n_samples or case.n_samples
+        case.epochs = config.epochs or case.epochs
+        for accelerator in accelerators:
+            rows += run_case(case, accelerator, config.repeats)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = markdown(rows)
+    (out / "results.md").write_text(table)
+    print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
