@@ -110,7 +110,9 @@ def draw_fit(model: LinearRegression, datamodule: RegressionDataModule, title: s
         true = (table.true_weight, table.true_bias) if table.true_weight is not None else None
         return fit_figure(splits, weight, bias, table.feature_names[0], table.target_names[0], true, title)
     x, y = datamodule.arrays(datamodule.evaluated_split("test"))
-    return prediction_figure(y, x @ weight.T + bias, table.target_names, title=f"{datamodule.evaluated_split('test')} split, {title}")
+    return prediction_figure(
+        y, x @ weight.T + bias, table.target_names, title=f"{datamodule.evaluated_split('test')} split, {title}"
+    )
 
 
 class HyperparameterMetrics(Callback):

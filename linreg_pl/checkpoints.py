@@ -111,5 +111,7 @@ def resolve_checkpoint(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
     experiment = Path(logger.save_dir) / str(logger.name)
     candidates = sorted(experiment.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not candidates:
-        raise InputError(f"--ckpt_path last: no last.ckpt under '{experiment}/version_*/checkpoints/'; train once without it first.")
+        raise InputError(
+            f"--ckpt_path last: no last.ckpt under '{experiment}/version_*/checkpoints/'; train once without it first."
+        )
     return str(candidates[-1])

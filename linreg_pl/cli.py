@@ -27,6 +27,7 @@ from linreg_pl.checkpoints import (
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
+from linreg_pl.report import format_report, summarize, write_summary
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
@@ -60,7 +61,11 @@ class LinearRegressionCLI(LightningCLI):
         )
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        if config.get("enable_checkpointing") is False:  # the flag wins over the --checkpoint.* callback
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        trainer = self._instantiate_trainer(config, callbacks)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user's own plugin
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
@@ -87,8 +92,6 @@ class LinearRegressionCLI(LightningCLI):
 
 def train(args: list[str] | None = None) -> dict:
     """Fit, test the best checkpoint, and write the report; returns the summary."""
-    from linreg_pl.report import format_report, summarize, write_summary
-
     cli = LinearRegressionCLI(args)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     if trainer.logger is not None:

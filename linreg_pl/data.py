@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from linreg_pl.errors import InputError
-from linreg_pl.sources import DataSource, SyntheticLinear, Table
+from linreg_pl.sources import DataSource, Table
 
 STAGES = ("train", "val", "test")
 
@@ -139,6 +139,7 @@ class RegressionDataModule(L.LightningDataModule):
 
     Examples
     --------
+    >>> from linreg_pl import SyntheticLinear
     >>> dm = RegressionDataModule(SyntheticLinear(weight=[2.0, -3.4], bias=4.2), batch_size=10)
     >>> dm.n_features, dm.n_targets, dm.split_sizes
     (2, 1, {'train': 800, 'val': 100, 'test': 100})
@@ -278,12 +279,12 @@ def _check_finite(table: Table) -> None:
     for values, names in ((table.x, table.feature_names), (table.y, table.target_names)):
         bad = ~np.isfinite(values).all(axis=0)
         if bad.any():
-            columns = [name for name, is_bad in zip(names, bad) if is_bad]
+            columns = [name for name, is_bad in zip(names, bad, strict=True) if is_bad]
             raise InputError(f"columns {columns} hold NaN or infinite values; fill or drop those rows.")
 
 
 def _check_not_constant(scale: np.ndarray, names: list[str], option: str) -> None:
-    constant = [name for name, s in zip(names, scale) if not s > 0]
+    constant = [name for name, s in zip(names, scale, strict=True) if not s > 0]
     if constant:
         raise InputError(
             f"column(s) {constant} are constant on the training split and cannot be standardized; "

@@ -42,7 +42,9 @@ def evaluate(args: list[str] | None = None) -> dict:
     parser.add_class_arguments(RegressionDataModule, "data")
     if checkpoint_path:
         model, checkpoint = load_model(checkpoint_path)
-        trained_on = {k: v for k, v in checkpoint.get("datamodule_hyper_parameters", {}).items() if not k.startswith("_")}
+        trained_on = {
+            k: v for k, v in checkpoint.get("datamodule_hyper_parameters", {}).items() if not k.startswith("_")
+        }
         parser.set_defaults({f"data.{key}": value for key, value in trained_on.items()})
     config = parser.parse_args(args)
     datamodule = parser.instantiate(config).data
@@ -59,7 +61,10 @@ def evaluate(args: list[str] | None = None) -> dict:
         **{name: float(tested[f"test/{name}"]) for name in METRICS},
     }
     _write_atomically(Path(config.output), json.dumps(result, indent=2) + "\n")
-    print(f"{result['dataset']} {split} split, {result['rows']} rows: " + "  ".join(f"{m} {result[m]:.6g}" for m in METRICS))
+    print(
+        f"{result['dataset']} {split} split, {result['rows']} rows: "
+        + "  ".join(f"{m} {result[m]:.6g}" for m in METRICS)
+    )
     print(f"wrote {config.output}")
     return result
 

@@ -114,13 +114,6 @@ class LinearRegression(L.LightningModule):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(x)
 
-    def on_train_epoch_end(self) -> None:
-        if self._train_rows > 0:
-            # Equal shards per process, so the mean of the processes' means is the global mean.
-            self.log("train/loss_epoch", self._train_loss_sum / self._train_rows, sync_dist=True)
-        self._train_loss_sum.zero_()
-        self._train_rows = 0
-
     def configure_optimizers(self):
         make_optimizer = self.make_optimizer or (lambda params: torch.optim.SGD(params, lr=0.01))
         try:
@@ -139,6 +132,13 @@ class LinearRegression(L.LightningModule):
         if stage == "fit" and datamodule is not None:
             self.set_scaling(datamodule.scaling)
 
+    def on_train_epoch_end(self) -> None:
+        if self._train_rows > 0:
+            # Equal shards per process, so the mean of the processes' means is the global mean.
+            self.log("train/loss_epoch", self._train_loss_sum / self._train_rows, sync_dist=True)
+        self._train_loss_sum.zero_()
+        self._train_rows = 0
+
     def set_scaling(self, scaling: Scaling) -> None:
         """Store the standardization applied to inputs and targets."""
         for name in ("feature_mean", "feature_scale", "target_mean", "target_scale"):
@@ -153,7 +153,10 @@ class LinearRegression(L.LightningModule):
     @property
     def scaling(self) -> Scaling:
         return Scaling(
-            *(getattr(self, n).double().cpu().numpy() for n in ("feature_mean", "feature_scale", "target_mean", "target_scale"))
+            *(
+                getattr(self, n).double().cpu().numpy()
+                for n in ("feature_mean", "feature_scale", "target_mean", "target_scale")
+            )
         )
 
     def predict(self, features) -> np.ndarray:
@@ -207,7 +210,7 @@ class LinearRegression(L.LightningModule):
             loss = loss + self.hparams.l1 * self.linear.weight.abs().sum()
         return loss
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def _step(self, batch, stage: str) -> torch.Tensor | None:
         x, y = batch
         output = self._standardized_output(x)
         target = (y - self.target_mean) / self.target_scale if self._scales_target else y
@@ -225,4 +228,4 @@ class LinearRegression(L.LightningModule):
         self.metrics[stage].update(output * self.target_scale + self.target_mean, y)
         self.log(f"{stage}/loss", self.losses[stage], prog_bar=True, batch_size=len(x))
         self.log_dict(self.metrics[stage], batch_size=len(x))
-        return self.losses[stage]
+        return None

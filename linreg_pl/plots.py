@@ -23,13 +23,22 @@ def fit_figure(
 ) -> Figure:
     """One feature and one target: each split's points and the fitted (and true) line."""
     figure, axes = plt.subplots(figsize=(6, 4.5), layout="constrained")
-    for (name, (x, y)), marker in zip(splits.items(), "o^s"):
+    for (name, (x, y)), marker in zip(splits.items(), "o^s", strict=False):  # up to three splits
         axes.scatter(x[:, 0], y[:, 0], s=14, marker=marker, alpha=0.6, label=f"{name} ({len(x)})")
     low, high = min(x.min() for x, _ in splits.values()), max(x.max() for x, _ in splits.values())
     grid = np.linspace(low, high, 2)
-    axes.plot(grid, weight[0, 0] * grid + bias[0], color="black", lw=2, label=f"fit: y = {weight[0, 0]:.4g}x + {bias[0]:.4g}")
+    axes.plot(
+        grid, weight[0, 0] * grid + bias[0], color="black", lw=2, label=f"fit: y = {weight[0, 0]:.4g}x + {bias[0]:.4g}"
+    )
     if true is not None:
-        axes.plot(grid, true[0][0, 0] * grid + true[1][0], "--", color="tab:red", lw=1.5, label=f"true: y = {true[0][0, 0]:.4g}x + {true[1][0]:.4g}")
+        axes.plot(
+            grid,
+            true[0][0, 0] * grid + true[1][0],
+            "--",
+            color="tab:red",
+            lw=1.5,
+            label=f"true: y = {true[0][0, 0]:.4g}x + {true[1][0]:.4g}",
+        )
     axes.set(xlabel=feature_name, ylabel=target_name, title=title)
     axes.legend(fontsize=8)
     return figure

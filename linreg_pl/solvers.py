@@ -70,10 +70,14 @@ class Moments:
         merged = Moments.empty(self.n_features, width - self.n_features)
         for piece in gathered:
             piece = piece.numpy()
-            merged = merged.merge(Moments(self.n_features, int(piece[0]), piece[1 : 1 + width], piece[1 + width :].reshape(width, width)))
+            merged = merged.merge(
+                Moments(self.n_features, int(piece[0]), piece[1 : 1 + width], piece[1 + width :].reshape(width, width))
+            )
         return merged
 
-    def solve(self, scaling: Scaling | None = None, l2: float = 0.0, fit_intercept: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def solve(
+        self, scaling: Scaling | None = None, l2: float = 0.0, fit_intercept: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         """argmin mean((x_s W_s.T + b_s - y_s)²) + l2 ||W_s||², mapped back to original units.
 
         Returns the weights (t, d) and bias (t,). ``scaling`` gives the standardized space (the
@@ -102,7 +106,9 @@ class Moments:
         bias_s = mean_y - weight_s @ mean_x if fit_intercept else np.zeros(len(mean_y))
         return scaling.to_original_units(weight_s, bias_s)
 
-    def objective(self, weight: np.ndarray, bias: np.ndarray, scaling: Scaling | None = None, l2: float = 0.0, l1: float = 0.0) -> float:
+    def objective(
+        self, weight: np.ndarray, bias: np.ndarray, scaling: Scaling | None = None, l2: float = 0.0, l1: float = 0.0
+    ) -> float:
         """The training objective of parameters in original units, from the moments alone."""
         d = self.n_features
         scaling = scaling or Scaling.identity(d, len(self.mean) - d)
@@ -123,10 +129,14 @@ class Moments:
 
     def _standardized_means(self, scaling: Scaling) -> tuple[np.ndarray, np.ndarray]:
         d = self.n_features
-        return (self.mean[:d] - scaling.feature_mean) / scaling.feature_scale, (self.mean[d:] - scaling.target_mean) / scaling.target_scale
+        return (self.mean[:d] - scaling.feature_mean) / scaling.feature_scale, (
+            self.mean[d:] - scaling.target_mean
+        ) / scaling.target_scale
 
 
-def exact_least_squares(x: np.ndarray, y: np.ndarray, scaling: Scaling | None = None, l2: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def exact_least_squares(
+    x: np.ndarray, y: np.ndarray, scaling: Scaling | None = None, l2: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """The exact least-squares weights (t, d) and bias (t,) of y ≈ x @ W.T + b.
 
     Examples

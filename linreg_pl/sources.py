@@ -107,9 +107,7 @@ class SyntheticLinear(DataSource):
         n_targets = self.weight.shape[0]
         self.bias = np.atleast_1d(np.asarray(bias, dtype=np.float64))
         if self.bias.ndim != 1 or self.bias.size not in (1, n_targets):
-            raise InputError(
-                f"bias={bias!r} must be one number or one per target ({n_targets} targets in weight)."
-            )
+            raise InputError(f"bias={bias!r} must be one number or one per target ({n_targets} targets in weight).")
         self.bias = np.broadcast_to(self.bias, (n_targets,)).copy()
         if n_samples < 1:
             raise InputError(f"n_samples={n_samples} must be a positive integer.")

@@ -161,7 +161,9 @@ def run_case(case: Case, accelerator: str, repeats: int) -> list[dict]:
     weight, bias = case_weights(case)
     from linreg_pl import RegressionDataModule, SyntheticLinear
 
-    dm = RegressionDataModule(SyntheticLinear(weight=weight, bias=bias, n_samples=case.n_samples), val_fraction=0, test_fraction=0)
+    dm = RegressionDataModule(
+        SyntheticLinear(weight=weight, bias=bias, n_samples=case.n_samples), val_fraction=0, test_fraction=0
+    )
     x64, y64 = dm.arrays("train")
     x, y = torch.as_tensor(x64, dtype=torch.float32), torch.as_tensor(y64, dtype=torch.float32)
     moments = Moments.of(x64, y64)
@@ -189,7 +191,9 @@ def run_case(case: Case, accelerator: str, repeats: int) -> list[dict]:
             return seconds, (fitted.coef_, fitted.intercept_)
 
         def sklearn_sgd():
-            seconds, fitted = timed(lambda: SGDRegressor(penalty=None, max_iter=case.epochs, tol=None, random_state=0).fit(x64, y64[:, 0]))
+            seconds, fitted = timed(
+                lambda: SGDRegressor(penalty=None, max_iter=case.epochs, tol=None, random_state=0).fit(x64, y64[:, 0])
+            )
             return [seconds[0] / case.epochs], (fitted.coef_[None, :], fitted.intercept_)
 
         runs += [
@@ -214,15 +218,20 @@ def run_case(case: Case, accelerator: str, repeats: int) -> list[dict]:
         result = results[label]
         fitted = parameters(result) if isinstance(result, nn.Module) else result
         mse = moments.objective(*fitted) if isinstance(fitted, tuple) else None
-        rows.append({
-            "row": label,
-            "s_per_epoch": epoch,
-            "samples_per_s": len(x) / epoch,
-            "us_per_step": epoch / steps_per_epoch * 1e6 if steps_per_epoch else None,
-            "mse_vs_optimum": mse / optimum if mse is not None and optimum > 0 else None,
-        })
+        rows.append(
+            {
+                "row": label,
+                "s_per_epoch": epoch,
+                "samples_per_s": len(x) / epoch,
+                "us_per_step": epoch / steps_per_epoch * 1e6 if steps_per_epoch else None,
+                "mse_vs_optimum": mse / optimum if mse is not None and optimum > 0 else None,
+            }
+        )
     if accelerator == "cpu":
-        ours, sklearn = results["5 linreg_pl exact solver (total)"][0], results["4a sklearn LinearRegression (total)"][0]
+        ours, sklearn = (
+            results["5 linreg_pl exact solver (total)"][0],
+            results["4a sklearn LinearRegression (total)"][0],
+        )
         rows[5]["coef_max_rel_diff_vs_sklearn"] = float(np.abs(ours - sklearn).max() / np.abs(sklearn).max())
     baseline = rows[1]["s_per_epoch"]
     for row in rows:
@@ -233,12 +242,24 @@ def run_case(case: Case, accelerator: str, repeats: int) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = []
-    for (case, device) in dict.fromkeys((r["case"], r["device"]) for r in rows):
-        lines += [f"\n### {case}, {device}\n", "| row | s/epoch | samples/s | µs/step | ×row 2 | MSE / optimum |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for case, device in dict.fromkeys((r["case"], r["device"]) for r in rows):
+        lines += [
+            f"\n### {case}, {device}\n",
+            "| row | s/epoch | samples/s | µs/step | ×row 2 | MSE / optimum |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for r in (r for r in rows if (r["case"], r["device"]) == (case, device)):
             step = f"{r['us_per_step']:.1f}" if r["us_per_step"] else "–"
             mse = f"{r['mse_vs_optimum']:.4f}" if r["mse_vs_optimum"] else "–"
-            lines.append(f"| {r['row']} | {r['s_per_epoch']:.4g} | {r['samples_per_s']:.3g} | {step} | {r['ratio_vs_row2']:.2f} | {mse} |")
+            cells = [
+                r["row"],
+                f"{r['s_per_epoch']:.4g}",
+                f"{r['samples_per_s']:.3g}",
+                step,
+                f"{r['ratio_vs_row2']:.2f}",
+                mse,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,8 +8,24 @@ from tests.conftest import script_command
 
 def test_benchmark_runs_on_tiny_sizes_and_writes_its_tables(tmp_path):
     result = subprocess.run(
-        script_command("benchmark.py", "--cases", "small", "large", "--n_samples", "2000", "--epochs", "2", "--repeats", "1", "--out", str(tmp_path)),
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        script_command(
+            "benchmark.py",
+            "--cases",
+            "small",
+            "large",
+            "--n_samples",
+            "2000",
+            "--epochs",
+            "2",
+            "--repeats",
+            "1",
+            "--out",
+            str(tmp_path),
+        ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((tmp_path / "results.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from sklearn.linear_model import LinearRegression as ExactOLS
 
-from tests.conftest import CONFIGS, ROOT, script_command
+from tests.conftest import CONFIGS, script_command
 
 DATA_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
 
@@ -23,16 +23,33 @@ def test_every_config_runs_with_fast_dev_run(train_run, config):
 
 def test_help_lists_data_model_trainer_and_checkpoint_options():
     out = subprocess.run(script_command("train.py", "--help"), capture_output=True, text=True, check=True).stdout
-    for option in ("--config", "--print_config", "--data.source", "--data.batch_size", "--data.val_fraction",
-                   "--data.standardize_features", "--model.optimizer", "--model.lr_scheduler", "--model.l2",
-                   "--trainer.devices", "--trainer.strategy", "--trainer.precision", "--checkpoint.monitor"):
+    for option in (
+        "--config",
+        "--print_config",
+        "--data.source",
+        "--data.batch_size",
+        "--data.val_fraction",
+        "--data.standardize_features",
+        "--model.optimizer",
+        "--model.lr_scheduler",
+        "--model.l2",
+        "--trainer.devices",
+        "--trainer.strategy",
+        "--trainer.precision",
+        "--checkpoint.monitor",
+    ):
         assert option in out, option
 
 
 def test_default_run_from_another_directory_learns_the_d2l_truth(tmp_path):
     """`python scripts/train.py` as `make train` runs it, but from a foreign working directory."""
-    result = subprocess.run(script_command("train.py", "--trainer.enable_progress_bar=false"), cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        script_command("train.py", "--trainer.enable_progress_bar=false"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / result.stdout.strip().splitlines()[-1]
     assert run_dir.parent == tmp_path / "logs" / "d2l"
@@ -78,8 +95,14 @@ def run_script(*args, cwd):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--data.source=CSVSource", "--data.source.path=nope.csv", "--data.source.target=y"], "CSV file not found: 'nope.csv'"),
-        (["--data.source=CSVSource", f"--data.source.path={CONFIGS / 'example.csv'}", "--data.source.target=price"], "column 'price' is not in"),
+        (
+            ["--data.source=CSVSource", "--data.source.path=nope.csv", "--data.source.target=y"],
+            "CSV file not found: 'nope.csv'",
+        ),
+        (
+            ["--data.source=CSVSource", f"--data.source.path={CONFIGS / 'example.csv'}", "--data.source.target=price"],
+            "column 'price' is not in",
+        ),
         (["--data.test_fraction=1.2"], "data.test_fraction=1.2 must be in [0, 1)"),
         (["--model.optimizer.lr=-0.1"], "Invalid learning rate: -0.1"),
     ],
@@ -96,6 +119,23 @@ def test_user_errors_end_in_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_verbose_switch_shows_the_traceback(tmp_path):
-    result = subprocess.run(script_command("train.py", "--data.test_fraction=1.2"), cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120, env={**__import__("os").environ, "LINREG_PL_VERBOSE": "1"})
+    result = subprocess.run(
+        script_command("train.py", "--data.test_fraction=1.2"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "LINREG_PL_VERBOSE": "1"},
+    )
     assert result.returncode != 0 and "Traceback" in result.stderr and "InputError" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flag",
+    ["--trainer.enable_checkpointing=false", "--trainer.precision=64-true", "--trainer.logger=false"],
+)
+def test_trainer_flags_work_through_the_cli(train_run, flag):
+    summary = train_run(flag, "--trainer.max_epochs=2")
+    np.testing.assert_allclose(summary["learned"]["weight"], [[2.0, -3.4]], atol=0.05)
+    if flag == "--trainer.enable_checkpointing=false":
+        assert summary["checkpoints"] == {"best": "", "last": ""}

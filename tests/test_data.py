@@ -53,7 +53,9 @@ def test_original_unit_mapping_is_exact_against_a_direct_fit():
     x = rng.normal(size=(200, 3)) * [1, 100, 0.01] + [5, -300, 2]
     y = x @ np.array([[1.5, 0.02, 300], [-2, 0.01, 50]]).T + [7, -3] + rng.normal(size=(200, 2))
     scaling = Scaling(x.mean(0), x.std(0), y.mean(0), y.std(0))
-    weight_s, bias_s = lstsq_with_intercept((x - scaling.feature_mean) / scaling.feature_scale, (y - scaling.target_mean) / scaling.target_scale)
+    weight_s, bias_s = lstsq_with_intercept(
+        (x - scaling.feature_mean) / scaling.feature_scale, (y - scaling.target_mean) / scaling.target_scale
+    )
     weight, bias = scaling.to_original_units(weight_s, bias_s)
     direct_weight, direct_bias = lstsq_with_intercept(x, y)
     np.testing.assert_allclose(weight, direct_weight, rtol=1e-9)
@@ -79,7 +81,9 @@ def test_batches_shard_disjointly_across_ranks():
     train = [torch.cat([b[0] for b in InMemoryBatches(x, x, 3, True, seed=0, rank=r, world_size=2)]) for r in (0, 1)]
     assert len(train[0]) == len(train[1]) == 5  # equal steps per rank; one row left out this epoch
     assert not set(train[0].ravel().tolist()) & set(train[1].ravel().tolist())
-    evaluation = [torch.cat([b[0] for b in InMemoryBatches(x, x, 3, False, rank=r, world_size=2, train=False)]) for r in (0, 1)]
+    evaluation = [
+        torch.cat([b[0] for b in InMemoryBatches(x, x, 3, False, rank=r, world_size=2, train=False)]) for r in (0, 1)
+    ]
     assert sorted(torch.cat(evaluation).ravel().tolist()) == list(range(11))  # every row exactly once
 
 
@@ -110,7 +114,12 @@ def test_too_few_rows_for_the_splits():
 
 def test_constant_feature_cannot_be_standardized():
     with pytest.raises(InputError, match=r"\['x0'\] are constant .*standardize_features=false"):
-        RegressionDataModule(Points(x=[[1, 1], [1, 2], [1, 3], [1, 5]], y=[1, 2, 3, 4]), val_fraction=0, test_fraction=0, standardize_features=True)
+        RegressionDataModule(
+            Points(x=[[1, 1], [1, 2], [1, 3], [1, 5]], y=[1, 2, 3, 4]),
+            val_fraction=0,
+            test_fraction=0,
+            standardize_features=True,
+        )
 
 
 def test_weights_and_feature_count_must_agree():

@@ -14,7 +14,9 @@ FULL_BATCH = ["--data.batch_size=null", "--model.optimizer.lr=0.1", "--trainer.e
 
 
 def train(cwd: Path, *args: str) -> dict:
-    result = subprocess.run(script_command("train.py", *FULL_BATCH, *args), cwd=cwd, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        script_command("train.py", *FULL_BATCH, *args), cwd=cwd, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = Path(result.stdout.strip().splitlines()[-1])
     return json.loads((run_dir / "summary.json").read_text())
@@ -36,7 +38,13 @@ def assert_same_run(summary, reference):
 
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
 def test_two_cpu_processes_match_one(tmp_path, single, strategy):
-    summary = train(tmp_path, "--trainer.max_epochs=20", "--trainer.accelerator=cpu", "--trainer.devices=2", f"--trainer.strategy={strategy}")
+    summary = train(
+        tmp_path,
+        "--trainer.max_epochs=20",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        f"--trainer.strategy={strategy}",
+    )
     assert_same_run(summary, single)
     # Written once, by rank 0: one run directory, one best and one last checkpoint.
     assert [p.name for p in (tmp_path / "logs" / "d2l").iterdir()] == ["version_0"]
@@ -44,12 +52,25 @@ def test_two_cpu_processes_match_one(tmp_path, single, strategy):
 
 
 def test_ddp_cpu_preset_stacks_with_a_data_config(tmp_path):
-    summary = train(tmp_path, "--config", str(CONFIGS / "line.yaml"), "--config", str(CONFIGS / "trainer" / "ddp_cpu.yaml"), "--trainer.max_epochs=2")
+    summary = train(
+        tmp_path,
+        "--config",
+        str(CONFIGS / "line.yaml"),
+        "--config",
+        str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
+        "--trainer.max_epochs=2",
+    )
     assert summary["dataset"] == "synthetic" and summary["epochs"] == 2
 
 
 def test_resume_a_ddp_checkpoint_on_one_process(tmp_path, single):
-    ddp = train(tmp_path, "--trainer.max_epochs=12", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp")
+    ddp = train(
+        tmp_path,
+        "--trainer.max_epochs=12",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+    )
     resumed = train(tmp_path, "--trainer.max_epochs=20", f"--ckpt_path={ddp['checkpoints']['last']}")
     assert resumed["epochs"] == 20 and resumed["steps"] == 20
     assert_same_run(resumed, single)

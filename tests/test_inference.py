@@ -26,7 +26,9 @@ def test_evaluate_reproduces_the_metrics_printed_at_the_end_of_training(csv_run,
 
 
 def test_evaluate_on_other_data_options(csv_run, in_tmp):
-    result = evaluate(["--ckpt_path", csv_run["checkpoints"]["best"], "--output", "eval.json", "--data.test_fraction=0.5"])
+    result = evaluate(
+        ["--ckpt_path", csv_run["checkpoints"]["best"], "--output", "eval.json", "--data.test_fraction=0.5"]
+    )
     assert result["rows"] == 100
 
 
@@ -60,30 +62,62 @@ def test_predict_multi_output(train_run, in_tmp):
 
 def test_missing_feature_column_is_named(csv_run, in_tmp):
     pd.read_csv(CONFIGS / "example.csv").drop(columns=["rooms"]).to_csv(in_tmp / "new.csv", index=False)
-    result = subprocess.run(script_command("predict.py", "--ckpt_path", csv_run["checkpoints"]["best"], "--input", "new.csv", "--output", "p.csv"),
-                            cwd=in_tmp, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        script_command(
+            "predict.py", "--ckpt_path", csv_run["checkpoints"]["best"], "--input", "new.csv", "--output", "p.csv"
+        ),
+        cwd=in_tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "column 'rooms' is not in 'new.csv'" in result.stderr
     assert not (in_tmp / "p.csv").exists()
 
 
 def test_checkpoint_of_another_model_is_refused(train_run, csv_run, in_tmp):
     d2l = train_run("--trainer.max_epochs=1")
-    with pytest.raises(InputError, match=r"a model of 2 feature\(s\) and 1 target\(s\), but the data has 3 feature\(s\)"):
-        evaluate(["--ckpt_path", d2l["checkpoints"]["best"], "--data.source=CSVSource",
-                  f"--data.source.path={CONFIGS / 'example.csv'}", "--data.source.target=price_k"])
+    with pytest.raises(
+        InputError, match=r"a model of 2 feature\(s\) and 1 target\(s\), but the data has 3 feature\(s\)"
+    ):
+        evaluate(
+            [
+                "--ckpt_path",
+                d2l["checkpoints"]["best"],
+                "--data.source=CSVSource",
+                f"--data.source.path={CONFIGS / 'example.csv'}",
+                "--data.source.target=price_k",
+            ]
+        )
     with pytest.raises(InputError, match=r"was trained on features \['area_m2', 'rooms', 'age_years'\]"):
-        evaluate(["--ckpt_path", csv_run["checkpoints"]["best"], f"--data.source.path={CONFIGS / 'example.csv'}",
-                  "--data.source.features=[rooms,area_m2,age_years]"])
+        evaluate(
+            [
+                "--ckpt_path",
+                csv_run["checkpoints"]["best"],
+                f"--data.source.path={CONFIGS / 'example.csv'}",
+                "--data.source.features=[rooms,area_m2,age_years]",
+            ]
+        )
 
 
 def test_python_api_checkpoint_loads_safely_and_predicts(tmp_path):
     import lightning as L
 
-    dm = RegressionDataModule(Points(x=[[1, 0], [0, 1], [1, 1], [2, 1]], y=[3, -1, 2, 5]), val_fraction=0, test_fraction=0,
-                              standardize_features=True, batch_size=None)
-    model = LinearRegression(n_features=2, feature_names=dm.feature_names,
-                             optimizer=lambda p: torch.optim.LBFGS(p, max_iter=100, line_search_fn="strong_wolfe"))
-    trainer = L.Trainer(max_epochs=3, logger=False, default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False)
+    dm = RegressionDataModule(
+        Points(x=[[1, 0], [0, 1], [1, 1], [2, 1]], y=[3, -1, 2, 5]),
+        val_fraction=0,
+        test_fraction=0,
+        standardize_features=True,
+        batch_size=None,
+    )
+    model = LinearRegression(
+        n_features=2,
+        feature_names=dm.feature_names,
+        optimizer=lambda p: torch.optim.LBFGS(p, max_iter=100, line_search_fn="strong_wolfe"),
+    )
+    trainer = L.Trainer(
+        max_epochs=3, logger=False, default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False
+    )
     trainer.fit(model, datamodule=dm)
     loaded, _ = load_model(trainer.checkpoint_callback.best_model_path)  # weights_only: plain values only
     x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])

@@ -37,7 +37,9 @@ def test_training_loss_is_mse_plus_penalties_on_weights_only():
     torch.testing.assert_close(b.grad, mse_only_bias_grad.detach())  # the bias is not penalised
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(n_features=0), "n_features=0"), (dict(n_features=1, l2=-1.0), "l2=-1.0 must be >= 0")])
+@pytest.mark.parametrize(
+    "kwargs, match", [(dict(n_features=0), "n_features=0"), (dict(n_features=1, l2=-1.0), "l2=-1.0 must be >= 0")]
+)
 def test_impossible_hyper_parameters(kwargs, match):
     with pytest.raises(InputError, match=match):
         LinearRegression(**kwargs)
@@ -45,7 +47,13 @@ def test_impossible_hyper_parameters(kwargs, match):
 
 def fit(model, dm, epochs):
     L.seed_everything(0, verbose=False)
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=dm)
     return model.learned_parameters()
 
@@ -56,11 +64,20 @@ def fit(model, dm, epochs):
         ("--model.optimizer=torch.optim.SGD --model.optimizer.lr=0.03", 10, 5),
         ("--model.optimizer=torch.optim.Adam --model.optimizer.lr=0.05", 10, 5),
         ("--model.optimizer=torch.optim.AdamW --model.optimizer.lr=0.05 --model.optimizer.weight_decay=0", 10, 5),
-        ("--model.optimizer=torch.optim.LBFGS --model.optimizer.lr=1 --model.optimizer.line_search_fn=strong_wolfe", None, 3),
+        (
+            "--model.optimizer=torch.optim.LBFGS --model.optimizer.lr=1 --model.optimizer.line_search_fn=strong_wolfe",
+            None,
+            3,
+        ),
     ],
 )
 def test_each_optimizer_by_config_recovers_the_d2l_parameters(train_run, optimizer, batch_size, epochs):
-    summary = train_run(*optimizer.split(), f"--data.batch_size={batch_size or 'null'}", f"--trainer.max_epochs={epochs}", "--trainer.logger=false")
+    summary = train_run(
+        *optimizer.split(),
+        f"--data.batch_size={batch_size or 'null'}",
+        f"--trainer.max_epochs={epochs}",
+        "--trainer.logger=false",
+    )
     np.testing.assert_allclose(summary["learned"]["weight"], [[2.0, -3.4]], atol=0.01)
     np.testing.assert_allclose(summary["learned"]["bias"], [4.2], atol=0.01)
 
@@ -69,8 +86,14 @@ def test_lr_scheduler_by_config_changes_the_learning_rate(in_tmp, monkeypatch):
     from linreg_pl.cli import LinearRegressionCLI
 
     monkeypatch.setattr("sys.argv", ["train.py"])
-    args = ["--model.lr_scheduler=torch.optim.lr_scheduler.StepLR", "--model.lr_scheduler.step_size=1",
-            "--model.lr_scheduler.gamma=0.5", "--trainer.max_epochs=3", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    args = [
+        "--model.lr_scheduler=torch.optim.lr_scheduler.StepLR",
+        "--model.lr_scheduler.step_size=1",
+        "--model.lr_scheduler.gamma=0.5",
+        "--trainer.max_epochs=3",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+    ]
     cli = LinearRegressionCLI(args)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.03 * 0.5**3)
@@ -79,7 +102,9 @@ def test_lr_scheduler_by_config_changes_the_learning_rate(in_tmp, monkeypatch):
 def test_ridge_penalty_matches_the_closed_form():
     dm = RegressionDataModule(SyntheticLinear(weight=[2.0, -3.4], bias=4.2, noise=1.0), batch_size=None)
     l2 = 0.5
-    model = LinearRegression(n_features=2, l2=l2, optimizer=lambda p: torch.optim.LBFGS(p, max_iter=100, line_search_fn="strong_wolfe"))
+    model = LinearRegression(
+        n_features=2, l2=l2, optimizer=lambda p: torch.optim.LBFGS(p, max_iter=100, line_search_fn="strong_wolfe")
+    )
     weight, bias = fit(model, dm, epochs=2)
     x, y = dm.arrays("train")
     # argmin mean((xw + b - y)^2) + l2 |w|^2 with a free intercept: centred ridge, alpha = n * l2.

@@ -17,14 +17,18 @@ D2L_FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summa
 
 
 def test_learning_rate_10_stops_with_the_divergence_message(train_run):
-    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 0, step \d+: the loss is (nan|inf) with learning rate 10; lower"):
+    with pytest.raises(
+        TrainingDiverged, match=r"diverged at epoch 0, step \d+: the loss is (nan|inf) with learning rate 10; lower"
+    ):
         train_run("--model.optimizer.lr=10")
 
 
 def test_divergence_keeps_the_last_good_checkpoint(train_run, in_tmp):
     # lr 0.03, 0.9, then 27: fine for two epochs, diverging in the third.
     growing_lr = ["--model.lr_scheduler=torch.optim.lr_scheduler.ExponentialLR", "--model.lr_scheduler.gamma=30"]
-    with pytest.raises(TrainingDiverged, match=r"diverged at epoch 2, .*learning rate 27.*last good checkpoint is .*last.ckpt"):
+    with pytest.raises(
+        TrainingDiverged, match=r"diverged at epoch 2, .*learning rate 27.*last good checkpoint is .*last.ckpt"
+    ):
         train_run(*growing_lr, "--trainer.max_epochs=5")
     last = torch.load(in_tmp / "logs/d2l/version_0/checkpoints/last.ckpt", weights_only=True)
     assert last["epoch"] == 1 and torch.isfinite(last["state_dict"]["linear.weight"]).all()
@@ -53,9 +57,13 @@ LONG_RUN = ["--trainer.max_epochs=40", "--model.optimizer.lr=0.001", *D2L_FAST]
 def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     uninterrupted, interrupted = tmp_path / "a", tmp_path / "b"
     uninterrupted.mkdir(), interrupted.mkdir()
-    subprocess.run(script_command("train.py", *LONG_RUN), cwd=uninterrupted, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        script_command("train.py", *LONG_RUN), cwd=uninterrupted, check=True, capture_output=True, timeout=300
+    )
 
-    process = subprocess.Popen(script_command("train.py", *LONG_RUN), cwd=interrupted, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        script_command("train.py", *LONG_RUN), cwd=interrupted, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for_epochs(interrupted / "logs/d2l/version_0/checkpoints/last.ckpt", process, epochs=3)
         process.kill()  # SIGKILL: no handler runs
@@ -63,14 +71,22 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     finally:
         process.kill()
     assert process.returncode == -signal.SIGKILL
-    result = subprocess.run(script_command("train.py", *LONG_RUN, "--ckpt_path=last"), cwd=interrupted, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        script_command("train.py", *LONG_RUN, "--ckpt_path=last"),
+        cwd=interrupted,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     expected = last_checkpoint_weights(uninterrupted / "logs" / "d2l", 0)
     torch.testing.assert_close(last_checkpoint_weights(interrupted / "logs" / "d2l", 1), expected, atol=1e-6, rtol=0)
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_non_zero(tmp_path):
-    process = subprocess.Popen(script_command("train.py", *LONG_RUN), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        script_command("train.py", *LONG_RUN), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     last = tmp_path / "logs/d2l/version_0/checkpoints/last.ckpt"
     try:
         wait_for_epochs(last, process, epochs=2)
@@ -95,7 +111,9 @@ def test_truncated_checkpoint(train_run, in_tmp):
 def test_checkpoint_of_a_3_feature_model_for_2_feature_data(train_run, in_tmp):
     three = ["--data.source.weight=[1.0,2.0,3.0]", "--trainer.max_epochs=1", "--trainer.logger.name=three"]
     summary = train_run(*three)
-    with pytest.raises(InputError, match=r"a model of 3 feature\(s\) and 1 target\(s\), but the data has 2 feature\(s\)"):
+    with pytest.raises(
+        InputError, match=r"a model of 3 feature\(s\) and 1 target\(s\), but the data has 2 feature\(s\)"
+    ):
         train_run(f"--ckpt_path={summary['checkpoints']['last']}")
 
 
@@ -124,7 +142,13 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "payload_ran"
     evil = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": Payload(marker)}, evil)
-    result = subprocess.run(script_command("train.py", f"--ckpt_path={evil}", *D2L_FAST), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        script_command("train.py", f"--ckpt_path={evil}", *D2L_FAST),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "was not loaded, since loading it could run code" in result.stderr
     assert not marker.exists()
     torch.load(evil, weights_only=False)  # control: the payload does run when loaded unsafely

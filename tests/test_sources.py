@@ -9,12 +9,17 @@ def test_synthetic_linear_follows_its_truth_and_seed():
     table = source.load()
     assert table.x.shape == (2000, 2) and table.y.shape == (2000, 2)
     np.testing.assert_allclose(table.y, table.x @ table.true_weight.T + table.true_bias, atol=1e-12)
-    np.testing.assert_array_equal(table.x, SyntheticLinear(weight=[[2.0, -3.4], [1.0, 0.5]], bias=[4.2, -1.0], n_samples=2000, noise=0.0, seed=3).load().x)
+    np.testing.assert_array_equal(
+        table.x,
+        SyntheticLinear(weight=[[2.0, -3.4], [1.0, 0.5]], bias=[4.2, -1.0], n_samples=2000, noise=0.0, seed=3).load().x,
+    )
     assert abs(table.x.mean()) < 0.1 and abs(table.x.std() - 1) < 0.05
 
 
 def test_synthetic_uniform_stays_in_range_and_noise_has_its_std():
-    table = SyntheticLinear(weight=[3.0], bias=0.8, n_samples=5000, distribution="uniform", low=0, high=1, noise=0.5).load()
+    table = SyntheticLinear(
+        weight=[3.0], bias=0.8, n_samples=5000, distribution="uniform", low=0, high=1, noise=0.5
+    ).load()
     assert table.x.min() >= 0 and table.x.max() < 1
     residual = table.y - (3.0 * table.x + 0.8)
     assert residual.std() == pytest.approx(0.5, rel=0.05)

@@ -44,8 +44,20 @@ def test_event_files_hold_scalars_figure_and_hparams(d2l_run):
     run_dir, summary = d2l_run
     accumulator = events(run_dir)
     scalars = set(accumulator.Tags()["scalars"])
-    expected = {"train/loss", "train/loss_epoch", "val/loss", "val/rmse", "val/mae", "val/r2", "lr",
-                "params/w[x0]", "params/w[x1]", "params/b", "test/mse", "test/r2"}
+    expected = {
+        "train/loss",
+        "train/loss_epoch",
+        "val/loss",
+        "val/rmse",
+        "val/mae",
+        "val/r2",
+        "lr",
+        "params/w[x0]",
+        "params/w[x1]",
+        "params/b",
+        "test/mse",
+        "test/r2",
+    }
     assert expected <= scalars, expected - scalars
     trajectory = [e.value for e in accumulator.Scalars("params/w[x1]")]
     assert len(trajectory) >= 10 and abs(trajectory[-1] + 3.4) < abs(trajectory[0] + 3.4)  # walks to -3.4
@@ -93,8 +105,19 @@ def test_tensorboard_server_serves_the_scalars_and_the_image(d2l_run):
     run_dir, _ = d2l_run
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run_dir.parent), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(run_dir.parent),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}/data/plugin"
     try:
