@@ -17,9 +17,12 @@ def train(cwd: Path, *args: str) -> dict:
     result = subprocess.run(
         script_command("train.py", *FULL_BATCH, *args), cwd=cwd, capture_output=True, text=True, timeout=300
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = Path(result.stdout.strip().splitlines()[-1])
-    return json.loads((run_dir / "summary.json").read_text())
+    output = f"stdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, output
+    # Rank 1 shares the pipe of rank 0, so a stray line of its own may land after the report.
+    run_dirs = [Path(line) for line in result.stdout.splitlines() if (Path(line) / "summary.json").is_file()]
+    assert run_dirs, output
+    return json.loads((run_dirs[-1] / "summary.json").read_text())
 
 
 @pytest.fixture(scope="module")
