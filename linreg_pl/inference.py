@@ -83,7 +83,7 @@ def predict(args: list[str] | None = None) -> Path:
     model, _ = load_model(config.ckpt_path)
     frame = read_csv(source)
     names = model.hparams.feature_names or []
-    predictions = model.predict(numeric_columns(frame, names, source))
+    predictions = model.predict(numeric_columns(frame, names, source, for_training=False))
     for t, target in enumerate(model.hparams.target_names or [f"y{t}" for t in range(predictions.shape[1])]):
         # A target column already in the input (labelled data) is kept beside the prediction.
         frame[target if target not in frame.columns else f"{target}_predicted"] = predictions[:, t]

@@ -346,8 +346,11 @@ def read_csv(path: Path):
     return frame
 
 
-def numeric_columns(frame, names: list[str], path: Path, drop_missing: bool = False):
-    """The named columns, checked to be present, numeric and complete (or with such rows dropped)."""
+def numeric_columns(frame, names: list[str], path: Path, drop_missing: bool = False, for_training: bool = True):
+    """The named columns, checked to be present, numeric and complete (or with such rows dropped).
+
+    ``for_training`` adds the training options that work around a bad column to the messages.
+    """
     import pandas as pd
 
     columns = list(frame.columns)
@@ -359,15 +362,16 @@ def numeric_columns(frame, names: list[str], path: Path, drop_missing: bool = Fa
             bad = used[name][pd.to_numeric(used[name], errors="coerce").isna() & used[name].notna()]
             raise InputError(
                 f"column '{name}' in '{path}' is not numeric (e.g. {bad.iloc[0]!r} on data row "
-                f"{bad.index[0] + 1}); convert it to numbers or leave it out with --data.source.features."
+                f"{bad.index[0] + 1}); convert it to numbers"
+                + (" or leave it out with --data.source.features." if for_training else ".")
             )
     missing = used.isna().sum()
     if missing.any():
         if not drop_missing:
             counts = ", ".join(f"'{c}': {n}" for c, n in missing.items() if n)
             raise InputError(
-                f"'{path}' has missing values ({counts}); fill them in, or pass "
-                "--data.source.drop_missing true to drop those rows."
+                f"'{path}' has missing values ({counts}); fill them in"
+                + (", or pass --data.source.drop_missing true to drop those rows." if for_training else ".")
             )
         used = used.dropna()
         if used.empty:

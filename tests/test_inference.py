@@ -75,6 +75,14 @@ def test_missing_feature_column_is_named(csv_run, in_tmp):
     assert not (in_tmp / "p.csv").exists()
 
 
+def test_missing_values_in_prediction_input_name_the_fix_that_applies(csv_run, in_tmp):
+    frame = pd.read_csv(CONFIGS / "example.csv")
+    frame.loc[3, "rooms"] = None
+    frame.to_csv(in_tmp / "gaps.csv", index=False)
+    with pytest.raises(InputError, match=r"missing values \('rooms': 1\); fill them in\.$"):
+        predict(["--ckpt_path", csv_run["checkpoints"]["best"], "--input", "gaps.csv", "--output", "p.csv"])
+
+
 def test_checkpoint_of_another_model_is_refused(train_run, csv_run, in_tmp):
     d2l = train_run("--trainer.max_epochs=1")
     with pytest.raises(
