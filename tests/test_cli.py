@@ -37,8 +37,23 @@ def test_help_lists_data_model_trainer_and_checkpoint_options():
         "--trainer.strategy",
         "--trainer.precision",
         "--checkpoint.monitor",
+        "--ckpt_path",
     ):
         assert option in out, option
+
+
+def test_print_config_prints_the_resolved_yaml(tmp_path):
+    result = subprocess.run(
+        script_command("train.py", "--config", str(CONFIGS / "csv.yaml"), "--print_config"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    config = yaml.safe_load(result.stdout)
+    assert config["data"]["source"]["class_path"] == "linreg_pl.sources.CSVSource"
+    assert config["model"]["optimizer"]["init_args"]["lr"] == 0.3
+    assert not (tmp_path / "logs").exists()  # printing the config trains nothing
 
 
 def test_default_run_from_another_directory_learns_the_d2l_truth(tmp_path):

@@ -153,3 +153,17 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path):
     assert not marker.exists()
     torch.load(evil, weights_only=False)  # control: the payload does run when loaded unsafely
     assert marker.exists()
+
+
+def test_resume_with_an_epoch_lr_scheduler_matches_the_uninterrupted_run(train_run):
+    step_lr = [
+        "--model.lr_scheduler=torch.optim.lr_scheduler.StepLR",
+        "--model.lr_scheduler.step_size=1",
+        "--model.lr_scheduler.gamma=0.5",
+    ]
+    whole = train_run(*step_lr, "--trainer.max_epochs=4", "--trainer.logger.name=whole")
+    train_run(*step_lr, "--trainer.max_epochs=2", "--trainer.logger.name=split")
+    resumed = train_run(*step_lr, "--trainer.max_epochs=4", "--trainer.logger.name=split", "--ckpt_path=last")
+    a, b = (torch.load(s["checkpoints"]["last"], weights_only=True) for s in (whole, resumed))
+    assert a["lr_schedulers"][0]["_last_lr"] == b["lr_schedulers"][0]["_last_lr"] == [0.03 * 0.5**4]
+    torch.testing.assert_close(a["state_dict"]["linear.weight"], b["state_dict"]["linear.weight"], atol=1e-7, rtol=0)
