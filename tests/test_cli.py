@@ -1,6 +1,7 @@
 """The user's contract: every config runs, flags work, errors are one line, results are right."""
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -12,6 +13,12 @@ from sklearn.linear_model import LinearRegression as ExactOLS
 from tests.conftest import CONFIGS, script_command
 
 DATA_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+
+
+def run_script(*args, cwd, env=None, timeout=300):
+    return subprocess.run(
+        script_command("train.py", *args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 @pytest.mark.parametrize("config", DATA_CONFIGS, ids=lambda p: p.stem)
@@ -58,13 +65,7 @@ def test_print_config_prints_the_resolved_yaml(tmp_path):
 
 def test_default_run_from_another_directory_learns_the_d2l_truth(tmp_path):
     """`python scripts/train.py` as `make train` runs it, but from a foreign working directory."""
-    result = subprocess.run(
-        script_command("train.py", "--trainer.enable_progress_bar=false"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_script("--trainer.enable_progress_bar=false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     run_dir = tmp_path / result.stdout.strip().splitlines()[-1]
     assert run_dir.parent == tmp_path / "logs" / "d2l"
@@ -103,10 +104,6 @@ def test_stacked_configs_and_dotted_flags(train_run, tmp_path):
     assert summary["steps"] == 350 // 25
 
 
-def run_script(*args, cwd):
-    return subprocess.run(script_command("train.py", *args), cwd=cwd, capture_output=True, text=True, timeout=120)
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -134,14 +131,7 @@ def test_user_errors_end_in_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_verbose_switch_shows_the_traceback(tmp_path):
-    result = subprocess.run(
-        script_command("train.py", "--data.test_fraction=1.2"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**__import__("os").environ, "LINREG_PL_VERBOSE": "1"},
-    )
+    result = run_script("--data.test_fraction=1.2", cwd=tmp_path, env={**os.environ, "LINREG_PL_VERBOSE": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr and "InputError" in result.stderr
 
 
