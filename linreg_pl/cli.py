@@ -71,7 +71,7 @@ class LinearRegressionCLI(LightningCLI):
         return trainer
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in ("n_features", "n_targets", "feature_names", "target_names"):
+        for name in ("n_features", "n_targets", "feature_names", "target_names", "steps_per_batch"):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
         parser.add_argument(
             "--ckpt_path",
@@ -98,6 +98,12 @@ def train(args: list[str] | None = None) -> dict:
         # Fix the run's version_N now: under ddp_spawn, fit and test run in fresh processes that
         # would otherwise each take the next free version directory.
         _ = trainer.logger.version
+    if not model.automatic_optimization and (trainer.gradient_clip_val or trainer.accumulate_grad_batches > 1):
+        raise InputError(
+            f"data.steps_per_batch={datamodule.steps_per_batch} runs several optimizer steps per batch, which "
+            "Lightning's gradient clipping and accumulation do not support; drop --trainer.gradient_clip_val and "
+            "--trainer.accumulate_grad_batches, or set data.steps_per_batch 1."
+        )
     ckpt_path = resolve_checkpoint(cli.config.ckpt_path, trainer)
     if ckpt_path is not None:
         check_matches(read_checkpoint(ckpt_path), ckpt_path, datamodule.n_features, datamodule.n_targets)

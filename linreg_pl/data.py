@@ -59,6 +59,24 @@ class Scaling:
         return original_weight, original_bias
 
 
+class MiniBatches:
+    """The mini-batches of one Lightning batch when it carries several optimizer steps.
+
+    Each is gathered just before its step: gathering all at once would push them out of the CPU
+    cache before they are used.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, batch_size: int) -> None:
+        self.x, self.y, self.rows, self.batch_size = x, y, rows, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for index in self.rows.split(self.batch_size):
+            yield self.x[index], self.y[index]
+
+
 class InMemoryBatches:
     """Batches of in-memory tensors: one vectorized index per batch, no per-sample fetch.
 
@@ -79,8 +97,10 @@ class InMemoryBatches:
         rank: int = 0,
         world_size: int = 1,
         train: bool = True,
+        steps_per_batch: int = 1,
     ) -> None:
         self.x, self.y, self.shuffle, self.seed, self.epoch = x, y, shuffle, seed, epoch
+        self.steps_per_batch = steps_per_batch
         self.rank, self.world_size, self.train = rank, world_size, train
         n = len(x)
         if train:
@@ -91,7 +111,7 @@ class InMemoryBatches:
         self.batch_size = batch_size or max(self.size, 1)
 
     def __len__(self) -> int:
-        return -(-self.size // self.batch_size)
+        return -(-self.size // (self.batch_size * self.steps_per_batch))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.train:
@@ -101,9 +121,14 @@ class InMemoryBatches:
                 rows = order[self.rank * self.size : (self.rank + 1) * self.size]
             else:
                 rows = torch.arange(self.rank * self.size, (self.rank + 1) * self.size, device=self.x.device)
-            for start in range(0, self.size, self.batch_size):
-                index = rows[start : start + self.batch_size]
-                yield self.x[index], self.y[index]
+            if self.steps_per_batch == 1:
+                for start in range(0, self.size, self.batch_size):
+                    index = rows[start : start + self.batch_size]
+                    yield self.x[index], self.y[index]
+                return
+            chunk = self.batch_size * self.steps_per_batch
+            for start in range(0, self.size, chunk):
+                yield MiniBatches(self.x, self.y, rows[start : start + chunk], self.batch_size)
         else:
             # Contiguous slices are views: evaluation copies nothing.
             for start in range(self.start, self.start + self.size, self.batch_size):
@@ -136,6 +161,12 @@ class RegressionDataModule(L.LightningDataModule):
         global batch is ``batch_size * world_size``.
     shuffle : bool
         Reshuffle the training rows every epoch.
+    steps_per_batch : int
+        Optimizer steps per Lightning batch (the fast path). 1: one step per batch, Lightning's
+        automatic optimization. Above 1, each Lightning batch carries that many mini-batches
+        (gathered at once) and the model steps through them itself, which spreads Lightning's
+        per-batch cost over them; the Trainer's gradient clipping and accumulation are then not
+        available, and ``log_every_n_steps`` counts Lightning batches.
 
     Examples
     --------
@@ -155,6 +186,7 @@ class RegressionDataModule(L.LightningDataModule):
         standardize_target: bool = False,
         batch_size: int | None = 32,
         shuffle: bool = True,
+        steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -170,7 +202,11 @@ class RegressionDataModule(L.LightningDataModule):
             )
         if batch_size is not None and batch_size < 1:
             raise InputError(f"data.batch_size={batch_size} must be >= 1, or null for full-batch training.")
+        if steps_per_batch < 1:
+            raise InputError(f"data.steps_per_batch={steps_per_batch} must be >= 1.")
         self.source, self.seed, self.batch_size, self.shuffle = source, seed, batch_size, shuffle
+        # Full-batch training has one step per epoch, whatever is asked.
+        self.steps_per_batch = steps_per_batch if batch_size is not None else 1
         self.table = source.load()
         _check_finite(self.table)
         n = len(self.table.x)
@@ -256,6 +292,7 @@ class RegressionDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world_size,
             train=train,
+            steps_per_batch=self.steps_per_batch if train else 1,
         )
 
     def _device_tensors(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

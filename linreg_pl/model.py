@@ -39,6 +39,9 @@ class LinearRegression(L.LightningModule):
         standardization on they act on the standardized weights.
     feature_names, target_names : list of str, optional
         Column names, kept in the checkpoint for prediction by name.
+    steps_per_batch : int
+        Optimizer steps per Lightning batch (linked from the data module by the CLI). Above 1 the
+        model steps through the batch's mini-batches itself (manual optimization).
 
     Examples
     --------
@@ -65,9 +68,12 @@ class LinearRegression(L.LightningModule):
         l2: float = 0.0,
         feature_names: list[str] | None = None,
         target_names: list[str] | None = None,
+        steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        # Several steps per batch: Lightning's automatic optimization takes exactly one.
+        self.automatic_optimization = steps_per_batch == 1
         for name, value in (("n_features", n_features), ("n_targets", n_targets)):
             if value < 1:
                 raise InputError(f"model.{name}={value} must be a positive integer.")
@@ -102,7 +108,9 @@ class LinearRegression(L.LightningModule):
         return self._standardized_output(x) * self.target_scale + self.target_mean
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+        if self.automatic_optimization:
+            return self._step(batch, "train")
+        return self._steps(batch)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -122,8 +130,10 @@ class LinearRegression(L.LightningModule):
             raise InputError(f"model.optimizer is invalid: {error}; fix its init_args.") from None
         if self.make_lr_scheduler is None:
             return optimizer
-        scheduler = self.make_lr_scheduler(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
+        scheduler = {"scheduler": self.make_lr_scheduler(optimizer)}
+        if isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler["monitor"] = "val/loss"  # the one kind that needs a metric
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def setup(self, stage: str) -> None:
         # A fresh fit takes the standardization the data module fitted on its training split;
@@ -133,11 +143,17 @@ class LinearRegression(L.LightningModule):
             self.set_scaling(datamodule.scaling)
 
     def on_train_epoch_end(self) -> None:
+        if not self.automatic_optimization:
+            self._step_schedulers(plateau=False)
         if self._train_rows > 0:
             # Equal shards per process, so the mean of the processes' means is the global mean.
             self.log("train/loss_epoch", self._train_loss_sum / self._train_rows, sync_dist=True)
         self._train_loss_sum.zero_()
         self._train_rows = 0
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.automatic_optimization and not self.trainer.sanity_checking:
+            self._step_schedulers(plateau=True)
 
     def set_scaling(self, scaling: Scaling) -> None:
         """Store the standardization applied to inputs and targets."""
@@ -210,6 +226,31 @@ class LinearRegression(L.LightningModule):
             loss = loss + self.hparams.l1 * self.linear.weight.abs().sum()
         return loss
 
+    def _steps(self, batches) -> torch.Tensor:
+        """One optimizer step per mini-batch of a Lightning batch (manual optimization)."""
+        optimizer = self.optimizers()
+        for batch in batches:
+
+            def closure(batch=batch):
+                loss = self._step(batch, "train")
+                optimizer.zero_grad()
+                self.manual_backward(loss)
+                return loss
+
+            loss = optimizer.step(closure=closure)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[0]))
+        return loss
+
+    def _step_schedulers(self, plateau: bool) -> None:
+        # Lightning steps schedulers only under automatic optimization: per epoch, and the
+        # plateau kind once val/loss is known.
+        for config in self.trainer.lr_scheduler_configs:
+            is_plateau = isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            if is_plateau and plateau and "val/loss" in self.trainer.callback_metrics:
+                config.scheduler.step(self.trainer.callback_metrics["val/loss"])
+            elif not is_plateau and not plateau:
+                config.scheduler.step()
+
     def _step(self, batch, stage: str) -> torch.Tensor | None:
         x, y = batch
         output = self._standardized_output(x)
@@ -221,7 +262,8 @@ class LinearRegression(L.LightningModule):
             # Lightning writes step metrics after every log_every_n_steps-th step; logging only then
             # saves its per-call cost on the other steps. (No trainer: a hand-written loop.)
             trainer = self._trainer
-            if trainer is not None and (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
+            logs_each_step = self.automatic_optimization and trainer is not None
+            if logs_each_step and (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
                 self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
             return loss
         self.losses[stage].update(output, target)

@@ -33,7 +33,7 @@ def test_benchmark_runs_on_tiny_sizes_and_writes_its_tables(tmp_path):
     for row in rows:
         by_case.setdefault(row["case"], {})[row["row"].split()[0]] = row
     for rows_of_case in by_case.values():
-        assert set(rows_of_case) == {"1", "2", "3", "4a", "4b", "5", "6"}
+        assert set(rows_of_case) == {"1", "2", "3", "3b", "4a", "4b", "5", "6"}
         assert rows_of_case["2"]["ratio_vs_row2"] == 1.0
         assert rows_of_case["5"]["mse_vs_optimum"] == 1.0 or abs(rows_of_case["5"]["mse_vs_optimum"] - 1) < 1e-9
         assert rows_of_case["5"]["coef_max_rel_diff_vs_sklearn"] < 1e-6

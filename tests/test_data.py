@@ -125,3 +125,19 @@ def test_constant_feature_cannot_be_standardized():
 def test_weights_and_feature_count_must_agree():
     with pytest.raises(InputError, match="true_weight has shape"):
         Points(x=[[1, 2], [3, 4]], y=[1, 2], true_weight=[1.0, 2.0, 3.0])
+
+
+def test_steps_per_batch_groups_the_same_mini_batches_in_the_same_order():
+    x = torch.arange(23.0)[:, None]
+    single = list(InMemoryBatches(x, x, batch_size=4, shuffle=True, seed=3))
+    grouped = list(InMemoryBatches(x, x, batch_size=4, shuffle=True, seed=3, steps_per_batch=3))
+    assert len(grouped) == 2 and [len(chunk) for chunk in grouped] == [3, 3]  # 12 + 11 rows
+    flattened = [piece for chunk in grouped for piece in chunk]
+    assert len(flattened) == len(single)
+    for (gx, gy), (sx, sy) in zip(flattened, single, strict=True):
+        assert torch.equal(gx, sx) and torch.equal(gy, sy)
+
+
+def test_steps_per_batch_must_be_positive():
+    with pytest.raises(InputError, match="data.steps_per_batch=0 must be >= 1"):
+        d2l(steps_per_batch=0)

@@ -66,6 +66,20 @@ def test_ddp_cpu_preset_stacks_with_a_data_config(tmp_path):
     assert summary["dataset"] == "synthetic" and summary["epochs"] == 2
 
 
+def test_ddp_with_several_steps_per_batch(tmp_path):
+    summary = train(
+        tmp_path,
+        "--trainer.max_epochs=3",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--data.batch_size=20",
+        "--data.steps_per_batch=5",
+    )
+    assert summary["steps"] == 3 * 400 // 20  # 400 rows per process, one step per mini-batch
+    np.testing.assert_allclose(summary["learned"]["weight"], [[2.0, -3.4]], atol=0.01)
+
+
 def test_resume_a_ddp_checkpoint_on_one_process(tmp_path, single):
     ddp = train(
         tmp_path,

@@ -119,3 +119,57 @@ def test_negative_learning_rate_is_a_user_error():
     model = LinearRegression(n_features=1, optimizer=lambda p: torch.optim.SGD(p, lr=-1.0))
     with pytest.raises(InputError, match="model.optimizer is invalid: Invalid learning rate"):
         model.configure_optimizers()
+
+
+def test_several_steps_per_batch_train_exactly_like_one(train_run):
+    common = ["--trainer.max_epochs=2", "--trainer.logger=false"]
+    one = train_run(*common)
+    several = train_run(*common, "--data.steps_per_batch=8")
+    assert several["steps"] == one["steps"] == 160
+    assert several["learned"] == one["learned"]  # same mini-batches, same order, same updates
+
+
+def test_several_steps_per_batch_step_the_lr_scheduler_and_run_lbfgs(in_tmp, monkeypatch):
+    from linreg_pl.cli import LinearRegressionCLI
+
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    step_lr = [
+        "--model.lr_scheduler=torch.optim.lr_scheduler.StepLR",
+        "--model.lr_scheduler.step_size=1",
+        "--model.lr_scheduler.gamma=0.5",
+    ]
+    cli = LinearRegressionCLI(
+        [
+            *step_lr,
+            "--data.steps_per_batch=4",
+            "--trainer.max_epochs=3",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.03 * 0.5**3)
+
+    lbfgs = [
+        "--model.optimizer=torch.optim.LBFGS",
+        "--model.optimizer.lr=1",
+        "--model.optimizer.line_search_fn=strong_wolfe",
+    ]
+    cli = LinearRegressionCLI(
+        [
+            *lbfgs,
+            "--data.batch_size=100",
+            "--data.steps_per_batch=4",
+            "--trainer.max_epochs=2",
+            "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    weight, bias = cli.model.learned_parameters()
+    np.testing.assert_allclose(weight, [[2.0, -3.4]], atol=0.01)
+
+
+def test_several_steps_per_batch_refuse_trainer_gradient_clipping(train_run):
+    with pytest.raises(InputError, match="data.steps_per_batch=4 runs several optimizer steps per batch"):
+        train_run("--data.steps_per_batch=4", "--trainer.gradient_clip_val=1.0")
