@@ -82,23 +82,6 @@ def test_each_optimizer_by_config_recovers_the_d2l_parameters(train_run, optimiz
     np.testing.assert_allclose(summary["learned"]["bias"], [4.2], atol=0.01)
 
 
-def test_lr_scheduler_by_config_changes_the_learning_rate(in_tmp, monkeypatch):
-    from linreg_pl.cli import LinearRegressionCLI
-
-    monkeypatch.setattr("sys.argv", ["train.py"])
-    args = [
-        "--model.lr_scheduler=torch.optim.lr_scheduler.StepLR",
-        "--model.lr_scheduler.step_size=1",
-        "--model.lr_scheduler.gamma=0.5",
-        "--trainer.max_epochs=3",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
-    ]
-    cli = LinearRegressionCLI(args)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.03 * 0.5**3)
-
-
 def test_ridge_penalty_matches_the_closed_form():
     dm = RegressionDataModule(SyntheticLinear(weight=[2.0, -3.4], bias=4.2, noise=1.0), batch_size=None)
     l2 = 0.5
@@ -129,44 +112,43 @@ def test_several_steps_per_batch_train_exactly_like_one(train_run):
     assert several["learned"] == one["learned"]  # same mini-batches, same order, same updates
 
 
-def test_several_steps_per_batch_step_the_lr_scheduler_and_run_lbfgs(in_tmp, monkeypatch):
+STEP_LR = [
+    "--model.lr_scheduler=torch.optim.lr_scheduler.StepLR",
+    "--model.lr_scheduler.step_size=1",
+    "--model.lr_scheduler.gamma=0.5",
+]
+
+
+@pytest.fixture
+def fitted_cli(in_tmp, monkeypatch):
+    """Build the CLI from flags and fit, without logger or progress bar: ``fitted_cli(*flags)``."""
     from linreg_pl.cli import LinearRegressionCLI
 
     monkeypatch.setattr("sys.argv", ["train.py"])
-    step_lr = [
-        "--model.lr_scheduler=torch.optim.lr_scheduler.StepLR",
-        "--model.lr_scheduler.step_size=1",
-        "--model.lr_scheduler.gamma=0.5",
-    ]
-    cli = LinearRegressionCLI(
-        [
-            *step_lr,
-            "--data.steps_per_batch=4",
-            "--trainer.max_epochs=3",
-            "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
-        ]
-    )
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+
+    def fit(*flags: str):
+        cli = LinearRegressionCLI([*flags, "--trainer.logger=false", "--trainer.enable_progress_bar=false"])
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        return cli
+
+    return fit
+
+
+@pytest.mark.parametrize("steps_per_batch", [1, 4])
+def test_lr_scheduler_by_config_changes_the_learning_rate(fitted_cli, steps_per_batch):
+    # With several steps per batch the model steps the scheduler itself (manual optimization).
+    cli = fitted_cli(*STEP_LR, f"--data.steps_per_batch={steps_per_batch}", "--trainer.max_epochs=3")
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.03 * 0.5**3)
 
+
+def test_lbfgs_with_several_steps_per_batch(fitted_cli):
     lbfgs = [
         "--model.optimizer=torch.optim.LBFGS",
         "--model.optimizer.lr=1",
         "--model.optimizer.line_search_fn=strong_wolfe",
     ]
-    cli = LinearRegressionCLI(
-        [
-            *lbfgs,
-            "--data.batch_size=100",
-            "--data.steps_per_batch=4",
-            "--trainer.max_epochs=2",
-            "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false",
-        ]
-    )
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    weight, bias = cli.model.learned_parameters()
+    cli = fitted_cli(*lbfgs, "--data.batch_size=100", "--data.steps_per_batch=4", "--trainer.max_epochs=2")
+    weight, _ = cli.model.learned_parameters()
     np.testing.assert_allclose(weight, [[2.0, -3.4]], atol=0.01)
 
 
