@@ -1,8 +1,9 @@
 """linreg_pl: linear regression with PyTorch Lightning."""
 
-from linreg_pl.data import RegressionDataModule, Scaling
+from linreg_pl.data import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
+from linreg_pl.scaling import Scaling
 from linreg_pl.sources import CSVSource, DataSource, MakeRegression, Points, SklearnDataset, SyntheticLinear
 
 __all__ = [

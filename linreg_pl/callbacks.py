@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from linreg_pl.checkpoints import last_checkpoint_path
 from linreg_pl.data import RegressionDataModule
-from linreg_pl.errors import InputError
+from linreg_pl.errors import TrainingDiverged
 from linreg_pl.model import LinearRegression
 
 
@@ -148,10 +148,6 @@ def _plain(value):
     if isinstance(value, (torch.Tensor, np.ndarray)):
         return str(value.tolist())
     return str(value)
-
-
-class TrainingDiverged(InputError):
-    """The loss became NaN or infinite: a hyper-parameter problem the user can fix."""
 
 
 class DivergenceGuard(Callback):

@@ -16,20 +16,17 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from linreg_pl.errors import InputError
+from linreg_pl.files import atomic_open
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file beside its target, then renames it into place:
-    a process that dies while saving leaves the previous checkpoint, never a truncated one. (No
-    fsync: surviving a power cut would cost milliseconds per save, many times a small run's epoch.)"""
+    """Writes each checkpoint atomically (``linreg_pl.files``): a process that dies while saving
+    leaves the previous checkpoint, never a truncated one. Lightning's own local save moves a temp
+    file from the system temp dir, which is a plain copy across filesystems."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        with open(partial, "wb") as file:
+        with atomic_open(path) as file:
             torch.save(checkpoint, file)
-        os.replace(partial, path)  # atomic within one filesystem
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path | None:

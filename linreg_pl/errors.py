@@ -7,3 +7,7 @@ class InputError(ValueError):
     The command-line entry points print the message alone and exit with status 2; any other
     exception is a bug and keeps its traceback.
     """
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN or infinite: a hyper-parameter problem the user can fix."""

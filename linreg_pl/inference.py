@@ -17,6 +17,7 @@ from jsonargparse import ArgumentParser
 from linreg_pl.checkpoints import check_matches, read_checkpoint
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.errors import InputError
+from linreg_pl.files import write_text_atomically
 from linreg_pl.model import LinearRegression
 from linreg_pl.sources import numeric_columns, read_csv
 
@@ -60,7 +61,7 @@ def evaluate(args: list[str] | None = None) -> dict:
         "rows": len(datamodule.indices[split]),
         **{name: float(tested[f"test/{name}"]) for name in METRICS},
     }
-    _write_atomically(Path(config.output), json.dumps(result, indent=2) + "\n")
+    write_text_atomically(Path(config.output), json.dumps(result, indent=2) + "\n")
     print(
         f"{result['dataset']} {split} split, {result['rows']} rows: "
         + "  ".join(f"{m} {result[m]:.6g}" for m in METRICS)
@@ -87,7 +88,7 @@ def predict(args: list[str] | None = None) -> Path:
     for t, target in enumerate(model.hparams.target_names or [f"y{t}" for t in range(predictions.shape[1])]):
         # A target column already in the input (labelled data) is kept beside the prediction.
         frame[target if target not in frame.columns else f"{target}_predicted"] = predictions[:, t]
-    _write_atomically(output, frame.to_csv(index=False))
+    write_text_atomically(output, frame.to_csv(index=False))
     print(f"wrote {len(frame)} predictions to {output}")
     return output
 
@@ -106,10 +107,3 @@ def _check_names(model: LinearRegression, datamodule: RegressionDataModule, path
             f"'{path}' was trained on features {trained} but the data has {datamodule.feature_names}; "
             f"select them in that order with --data.source.features."
         )
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)

@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 from linreg_pl.checkpoints import last_checkpoint_path
 from linreg_pl.data import RegressionDataModule
+from linreg_pl.files import write_text_atomically
 from linreg_pl.model import LinearRegression
 from linreg_pl.solvers import Moments
 
@@ -111,8 +112,7 @@ def write_summary(summary: dict) -> Path | None:
     if not summary["run_dir"]:
         return None
     path = Path(summary["run_dir"]) / "summary.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(path, json.dumps(summary, indent=2) + "\n")
     return path
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from linreg_pl.data import Scaling
+from linreg_pl.scaling import Scaling
 
 
 @dataclass

@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from tests.conftest import script_command
+from tests.helpers import script_command
 
 
 def test_benchmark_runs_on_tiny_sizes_and_writes_its_tables(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from sklearn.linear_model import LinearRegression as ExactOLS
 
-from tests.conftest import CONFIGS, script_command
+from tests.helpers import CONFIGS, script_command
 
 DATA_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
 

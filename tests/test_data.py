@@ -5,7 +5,7 @@ import torch
 from linreg_pl import InputError, Points, RegressionDataModule, Scaling, SyntheticLinear
 from linreg_pl.data import InMemoryBatches
 from linreg_pl.sources import CSVSource
-from tests.conftest import lstsq_with_intercept
+from tests.helpers import lstsq_with_intercept
 
 
 def d2l(**kwargs):

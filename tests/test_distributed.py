@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CONFIGS, script_command
+from tests.helpers import CONFIGS, script_command
 
 # Full-batch gradient descent: the global batch is the whole training split on 1 or 2 processes.
 FULL_BATCH = ["--data.batch_size=null", "--model.optimizer.lr=0.1", "--trainer.enable_progress_bar=false"]

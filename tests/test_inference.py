@@ -9,7 +9,7 @@ import torch
 
 from linreg_pl import InputError, LinearRegression, Points, RegressionDataModule
 from linreg_pl.inference import evaluate, load_model, predict
-from tests.conftest import CONFIGS, script_command
+from tests.helpers import CONFIGS, script_command
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from linreg_pl import Scaling
 from linreg_pl.solvers import Moments, exact_least_squares
-from tests.conftest import lstsq_with_intercept
+from tests.helpers import lstsq_with_intercept
 
 NIST = Path(__file__).resolve().parents[2] / "shared" / "nist_strd"
 
@@ -115,7 +115,7 @@ def _merge_in_process(rank, world_size, port, x, y, queue):
 
 
 def test_two_process_ddp_merge_equals_one_process():
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     x, y = problem(9, n=301)
     context = mp.get_context("spawn")

@@ -12,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.conftest import CONFIGS, free_port
+from tests.helpers import CONFIGS, free_port
 
 
 @pytest.fixture(scope="module")
