@@ -1,98 +1,112 @@
-"""The command line: LightningCLI with the data-to-model links, the report and user-error handling."""
+"""The command line: one LightningCLI family for training, evaluation and prediction.
+
+``TrainCLI`` (``scripts/train.py``) fits and tests; ``linreg_pl.inference`` holds its siblings for
+``scripts/evaluate.py`` and ``scripts/predict.py``. All three share the parser, the data-to-model
+links, ``--config`` and the user-error handling of ``run_command``.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import sys
-import time
 import warnings
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 
-from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from linreg_pl.callbacks import DivergenceGuard, FitFigures, HyperparameterMetrics, ParameterTrajectory
-from linreg_pl.checkpoints import (
-    AtomicCheckpointIO,
-    LastCheckpoint,
-    check_matches,
-    read_checkpoint,
-    resolve_checkpoint,
-)
+from linreg_pl.checkpoints import check_matches, read_checkpoint, resolve_checkpoint
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
-from linreg_pl.report import format_report, summarize, write_summary
+from linreg_pl.report import RunReport
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+# What the data module tells the model: its shape, its column names and the fast path's setting.
+LINKED = ("n_features", "n_targets", "feature_names", "target_names", "steps_per_batch")
 
 
 class LinearRegressionCLI(LightningCLI):
-    """LightningCLI for ``LinearRegression`` on a ``RegressionDataModule``; ``configs/default.yaml``
-    (the d2l set) is applied first, from any working directory."""
+    """LightningCLI for ``LinearRegression`` on a ``RegressionDataModule`` (``run=False``: the
+    entry point decides what to run). The data module's shape and names are linked into the model.
+
+    Subclasses set ``default_config_files`` (applied before any ``--config``) and add their own
+    arguments in ``add_arguments_to_parser``.
+    """
+
+    default_config_files: list[Path] = []
+    datamodule_class_for_cli: type | None = RegressionDataModule
 
     def __init__(self, args: list[str] | None = None, **kwargs) -> None:
-        parser_kwargs = {"default_config_files": [str(DEFAULT_CONFIG)] if DEFAULT_CONFIG.is_file() else []}
+        files = [str(path) for path in self.default_config_files if path.is_file()]
+        kwargs.setdefault("parser_kwargs", {"default_config_files": files})
         super().__init__(
             LinearRegression,
-            RegressionDataModule,
+            self.datamodule_class_for_cli,
             args=args,
             run=False,
-            parser_kwargs=parser_kwargs,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,
             auto_configure_optimizers=False,  # the model injects its own optimizer
-            trainer_defaults={
-                "callbacks": [
-                    DivergenceGuard(),
-                    LastCheckpoint(),
-                    ParameterTrajectory(),
-                    FitFigures(),
-                    HyperparameterMetrics(),
-                ],
-            },
             **kwargs,
         )
 
-    def instantiate_trainer(self, **kwargs) -> Trainer:
-        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        callbacks = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
-        if config.get("enable_checkpointing") is False:  # the flag wins over the --checkpoint.* callback
-            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-        trainer = self._instantiate_trainer(config, callbacks)
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # keep a user's own plugin
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        return trainer
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        if self.datamodule_class_for_cli is not None:
+            for name in LINKED:
+                parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        self.config.trainer.callbacks = _callbacks_the_run_supports(self.config.trainer)
+
+    def instantiate_trainer(self, **kwargs):
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError) as error:
+            # Lightning checks the Trainer's arguments only here; its messages name the argument.
+            raise InputError(f"invalid --trainer options: {error}") from None
+
+
+class TrainCLI(LinearRegressionCLI):
+    """``scripts/train.py``: ``configs/default.yaml`` (the d2l lesson and the run's callbacks) is
+    applied first, from any working directory."""
+
+    default_config_files = [DEFAULT_CONFIG]
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in ("n_features", "n_targets", "feature_names", "target_names", "steps_per_batch"):
-            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+        super().add_arguments_to_parser(parser)
         parser.add_argument(
             "--ckpt_path",
             type=str | None,
             default=None,
             help="Resume from this checkpoint; 'last' takes the newest last.ckpt of this experiment.",
         )
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/loss",
-                "checkpoint.save_last": False,  # LastCheckpoint writes last.ckpt every epoch
-                "checkpoint.filename": "best-epoch{epoch}-step{step}",
-                "checkpoint.auto_insert_metric_name": False,
-            }
-        )
+
+
+# Callbacks that need a part of the run that the Trainer's flags can turn off.
+_NEEDS = {ModelCheckpoint: "enable_checkpointing", LearningRateMonitor: "logger"}
+
+
+def _callbacks_the_run_supports(trainer_config) -> list:
+    """The configured callbacks, less those whose prerequisite the run turned off: with
+    ``--trainer.enable_checkpointing false`` or ``--trainer.logger false`` the flag wins."""
+    kept = []
+    for callback in trainer_config.callbacks or []:
+        module, _, name = callback.class_path.rpartition(".")
+        cls = getattr(import_module(module), name)
+        if not any(issubclass(cls, kind) and trainer_config[flag] is False for kind, flag in _NEEDS.items()):
+            kept.append(callback)
+    return kept
 
 
 def train(args: list[str] | None = None) -> dict:
-    """Fit, test the best checkpoint, and write the report; returns the summary."""
-    cli = LinearRegressionCLI(args)
+    """Fit, then test the best checkpoint; returns the summary the ``RunReport`` callback wrote."""
+    cli = TrainCLI(args)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     if trainer.logger is not None:
         # Fix the run's version_N now: under ddp_spawn, fit and test run in fresh processes that
@@ -107,16 +121,12 @@ def train(args: list[str] | None = None) -> dict:
     ckpt_path = resolve_checkpoint(cli.config.ckpt_path, trainer)
     if ckpt_path is not None:
         check_matches(read_checkpoint(ckpt_path), ckpt_path, datamodule.n_features, datamodule.n_targets)
-    start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint is not None else ""
-    test_metrics = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
-    summary = summarize(trainer, model, datamodule, test_metrics[0], time.perf_counter() - start)
-    if trainer.is_global_zero:
-        write_summary(summary)
-        print(format_report(summary))
-    return summary
+    trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+    report = next((c for c in trainer.callbacks if isinstance(c, RunReport)), None)
+    return report.summary if report is not None else {}
 
 
 def cli_main(args: list[str] | None = None) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from linreg_pl.errors import InputError
 from linreg_pl.scaling import Scaling
+from linreg_pl.solvers import Moments
 from linreg_pl.sources import DataSource, Table
 
 STAGES = ("train", "val", "test")
@@ -66,8 +67,8 @@ class InMemoryBatches:
         if train:
             self.size = n // world_size
         else:
-            self.start = rank * n // world_size
-            self.size = (rank + 1) * n // world_size - self.start
+            share = rank_share(n, rank, world_size)
+            self.start, self.size = share.start, share.stop - share.start
         self.batch_size = batch_size or max(self.size, 1)
 
     def __len__(self) -> int:
@@ -191,6 +192,7 @@ class RegressionDataModule(L.LightningDataModule):
             x_train, y_train, standardize_features, standardize_target, self.feature_names, self.target_names
         )
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_moments: Moments | None = None
 
     # What the CLI links into the model and the report reads.
     @property
@@ -216,6 +218,13 @@ class RegressionDataModule(L.LightningDataModule):
     def evaluated_split(self, stage: str) -> str:
         """The split a stage scores: itself, or the training rows when it is empty."""
         return stage if len(self.indices[stage]) else "train"
+
+    def train_moments(self) -> Moments:
+        """Count, means and centred cross-products of the training rows in float64 (computed once):
+        what the exact least-squares reference, and any rule built on the data's spectrum, need."""
+        if self._train_moments is None:
+            self._train_moments = Moments.of(*self.arrays("train"))
+        return self._train_moments
 
     def arrays(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
         """The float64 rows of a split, in original units."""
@@ -268,6 +277,16 @@ class RegressionDataModule(L.LightningDataModule):
             )
             self._tensors[split] = cached
         return cached
+
+
+def rank_share(n: int, rank: int, world_size: int) -> slice:
+    """The contiguous part of ``n`` rows that process ``rank`` of ``world_size`` takes: every row
+    in exactly one part, sizes differing by at most one.
+
+    >>> [rank_share(5, r, 2) for r in range(2)]
+    [slice(0, 2, None), slice(2, 5, None)]
+    """
+    return slice(rank * n // world_size, (rank + 1) * n // world_size)
 
 
 def _share(n: int, fraction: float) -> int:

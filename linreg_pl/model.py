@@ -19,6 +19,16 @@ from linreg_pl.scaling import Scaling
 from linreg_pl.errors import InputError
 
 
+class R2(R2Score):
+    """R² that is NaN (reported as undefined) on fewer than two rows, where torchmetrics raises:
+    a one-row split is legal (a tiny CSV at the default fractions)."""
+
+    def compute(self) -> torch.Tensor:
+        if self.total < 2:
+            return torch.tensor(float("nan"), device=self.total.device)
+        return super().compute()
+
+
 class LinearRegression(L.LightningModule):
     """y = x @ W.T + b fitted by minimising MSE + l2 * ||W||² + l1 * ||W||₁.
 
@@ -92,7 +102,7 @@ class LinearRegression(L.LightningModule):
                 "mse": MeanSquaredError(),
                 "rmse": MeanSquaredError(squared=False),
                 "mae": MeanAbsoluteError(),
-                "r2": R2Score(),
+                "r2": R2(),
             }
         )
         self.metrics = nn.ModuleDict({s: metrics.clone(prefix=f"{s}/") for s in ("val", "test")})
@@ -242,14 +252,18 @@ class LinearRegression(L.LightningModule):
         return loss
 
     def _step_schedulers(self, plateau: bool) -> None:
-        # Lightning steps schedulers only under automatic optimization: per epoch, and the
-        # plateau kind once val/loss is known.
-        for config in self.trainer.lr_scheduler_configs:
-            is_plateau = isinstance(config.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        # Under manual optimization the module steps its schedulers (Lightning's documented
+        # pattern): per epoch, and the plateau kind once val/loss is known.
+        for scheduler in self._lr_scheduler_list():
+            is_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
             if is_plateau and plateau and "val/loss" in self.trainer.callback_metrics:
-                config.scheduler.step(self.trainer.callback_metrics["val/loss"])
+                scheduler.step(self.trainer.callback_metrics["val/loss"])
             elif not is_plateau and not plateau:
-                config.scheduler.step()
+                scheduler.step()
+
+    def _lr_scheduler_list(self) -> list:
+        schedulers = self.lr_schedulers()
+        return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
 
     def _step(self, batch, stage: str) -> torch.Tensor | None:
         x, y = batch
@@ -259,11 +273,7 @@ class LinearRegression(L.LightningModule):
             loss = self._objective(output, target)
             self._train_loss_sum.add_(loss.detach(), alpha=len(x))
             self._train_rows += len(x)
-            # Lightning writes step metrics after every log_every_n_steps-th step; logging only then
-            # saves its per-call cost on the other steps. (No trainer: a hand-written loop.)
-            trainer = self._trainer
-            logs_each_step = self.automatic_optimization and trainer is not None
-            if logs_each_step and (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
+            if self.automatic_optimization:
                 self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
             return loss
         self.losses[stage].update(output, target)

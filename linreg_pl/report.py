@@ -1,24 +1,49 @@
-"""The end-of-run report: what was learned, next to the truth, as text and as summary.json."""
+"""The end-of-run report (a callback): what was learned, next to the least-squares optimum and the
+truth, as text and as summary.json."""
 
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch.distributed as dist
+from lightning.pytorch.callbacks import Callback
 
 from linreg_pl.checkpoints import last_checkpoint_path
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.files import write_text_atomically
 from linreg_pl.model import LinearRegression
-from linreg_pl.solvers import Moments
 
 # A trained model whose train loss is this much above the exact optimum gets a hint, unless the
 # excess is below float32 round-off relative to the loss of always predicting the mean.
 LARGE_GAP = 0.05
 NEGLIGIBLE_EXCESS = 1e-6
+
+
+class RunReport(Callback):
+    """Prints the end-of-run report and writes it to ``summary.json`` in the run directory once
+    testing ends (rank 0): learned, least-squares and true parameters side by side, the train loss
+    against the exact optimum, the test metrics and the checkpoints. ``summary`` keeps the dict."""
+
+    def __init__(self) -> None:
+        self.summary: dict = {}
+        self._start = time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, RegressionDataModule) or trainer.state.fn != "test" or trainer.sanity_checking:
+            return
+        test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        self.summary = summarize(trainer, pl_module, datamodule, test_metrics, time.perf_counter() - self._start)
+        if trainer.is_global_zero:
+            write_summary(self.summary)
+            print(format_report(self.summary))
 
 
 def summarize(
@@ -45,7 +70,7 @@ def summarize(
         },
         "learned": {"weight": weight.tolist(), "bias": bias.tolist()},
         "true": None,
-        "test_metrics": {k: float(v) for k, v in sorted(test_metrics.items())},
+        "test_metrics": {k: _json_number(v) for k, v in sorted(test_metrics.items())},
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "wall_time_s": round(wall_time, 3),
@@ -55,7 +80,7 @@ def summarize(
         },
         "run_dir": _run_dir(trainer),
     }
-    summary["exact"] = exact_reference(trainer, model, datamodule)
+    summary["exact"] = exact_reference(model, datamodule)
     if table.true_weight is not None:
         summary["true"] = {"weight": table.true_weight.tolist(), "bias": table.true_bias.tolist()}
         summary["max_abs_error_vs_true"] = float(
@@ -64,20 +89,14 @@ def summarize(
     return summary
 
 
-def exact_reference(trainer: L.Trainer, model: LinearRegression, datamodule: RegressionDataModule) -> dict | None:
+def exact_reference(model: LinearRegression, datamodule: RegressionDataModule) -> dict | None:
     """The exact least-squares optimum of the model's own training objective (same scaling, same
-    L2), and how far the trained model's train loss is above it. Each process accumulates its
-    share of the training rows; the pieces are merged across processes. None with an L1 penalty,
-    which has no closed form."""
+    L2), and how far the trained model's train loss is above it. None with an L1 penalty, which
+    has no closed form."""
     l1, l2 = model.hparams.l1, model.hparams.l2
     if l1:
         return None
-    x, y = datamodule.arrays("train")
-    # Shares only where a process group exists: after ddp_spawn the report runs in the parent alone.
-    distributed = dist.is_available() and dist.is_initialized()
-    rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
-    share = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
-    moments = Moments.of(x[share], y[share]).all_gather()
+    moments = datamodule.train_moments()
     scaling = model.scaling
     weight, bias = moments.solve(scaling, l2)
     train_loss = moments.objective(*model.learned_parameters(), scaling, l2)
@@ -93,6 +112,11 @@ def exact_reference(trainer: L.Trainer, model: LinearRegression, datamodule: Reg
         "optimality_gap": None if exact_fit else train_loss / optimal_loss - 1,
         "converged": train_loss - optimal_loss <= max(LARGE_GAP * optimal_loss, NEGLIGIBLE_EXCESS * constant_loss),
     }
+
+
+def _json_number(value: float) -> float | None:
+    """NaN (e.g. R² of a one-row split, which is undefined) becomes JSON null."""
+    return None if math.isnan(value) else value
 
 
 def _run_dir(trainer: L.Trainer) -> str:
@@ -154,8 +178,12 @@ def format_report(summary: dict) -> str:
     if exact := summary["exact"]:
         lines.append(_gap_line(exact))
     metrics = summary["test_metrics"]
-    lines.append("test  " + "  ".join(f"{k.split('/')[-1]} {v:.6g}" for k, v in metrics.items()))
+    lines.append("test  " + "  ".join(f"{k.split('/')[-1]} {_number(v)}" for k, v in metrics.items()))
     if summary["checkpoints"]["best"]:
         lines.append(f"best checkpoint {summary['checkpoints']['best']}")
     lines.append(summary["run_dir"] or "(no run directory: logging is off)")
     return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.6g}"

@@ -25,6 +25,35 @@ def test_evaluate_reproduces_the_metrics_printed_at_the_end_of_training(csv_run,
     assert (in_tmp / "eval.json").is_file()
 
 
+def test_evaluate_a_run_directory_scores_its_best_checkpoint_on_any_split(csv_run, in_tmp):
+    run_dir = csv_run["run_dir"]
+    for split in ("train", "val", "test", "all"):
+        result = evaluate(["--ckpt_path", run_dir, "--split", split, "--output", f"{split}.json"])
+        assert result["checkpoint"] == csv_run["checkpoints"]["best"]
+        expected_rows = sum(csv_run["split_sizes"].values()) if split == "all" else csv_run["split_sizes"][split]
+        assert result["rows"] == expected_rows
+    # Independently: the learned parameters of the run on every row of the file, in float64.
+    frame = pd.read_csv(CONFIGS / "example.csv")
+    weight, bias = np.array(csv_run["learned"]["weight"]), np.array(csv_run["learned"]["bias"])
+    residual = frame[["area_m2", "rooms", "age_years"]].to_numpy() @ weight.T + bias - frame[["price_k"]].to_numpy()
+    assert result["mse"] == pytest.approx(np.mean(residual**2), rel=1e-5)
+
+
+@pytest.mark.parametrize("output", ["checkpoint", "data", "directory"])
+def test_an_output_that_is_an_input_or_a_directory_is_refused_and_nothing_changes(csv_run, in_tmp, output):
+    checkpoint = csv_run["checkpoints"]["best"]
+    pd.read_csv(CONFIGS / "example.csv").to_csv(in_tmp / "data.csv", index=False)
+    (in_tmp / "out").mkdir()
+    target = {"checkpoint": checkpoint, "data": str(in_tmp / "data.csv"), "directory": str(in_tmp / "out")}[output]
+    before = {p: p.read_bytes() for p in in_tmp.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match="is an input of this command|is a directory"):
+        if output == "data":
+            evaluate(["--ckpt_path", checkpoint, f"--data.source.path={target}", "--output", target])
+        else:
+            predict(["--ckpt_path", checkpoint, "--input", str(in_tmp / "data.csv"), "--output", target])
+    assert {p: p.read_bytes() for p in in_tmp.rglob("*") if p.is_file()} == before
+
+
 def test_evaluate_on_other_data_options(csv_run, in_tmp):
     result = evaluate(
         ["--ckpt_path", csv_run["checkpoints"]["best"], "--output", "eval.json", "--data.test_fraction=0.5"]
@@ -38,13 +67,13 @@ def test_predict_by_column_name_with_shuffled_columns_and_an_extra_one(csv_run, 
     shuffled.to_csv(in_tmp / "new.csv", index=False)
     predict(["--ckpt_path", csv_run["checkpoints"]["best"], "--input", "new.csv", "--output", "pred.csv"])
     written = pd.read_csv(in_tmp / "pred.csv")
-    assert list(written.columns) == ["age_years", "area_m2", "rooms", "note", "price_k"]
+    assert list(written.columns) == ["age_years", "area_m2", "rooms", "note", "price_k_predicted"]
     # Independently: the linear layer on the correctly ordered, standardized features, unscaled.
     model, _ = load_model(csv_run["checkpoints"]["best"])
     x = torch.tensor(frame[["area_m2", "rooms", "age_years"]].to_numpy(), dtype=torch.float32)
     with torch.no_grad():
         expected = model.linear((x - model.feature_mean) / model.feature_scale) * model.target_scale + model.target_mean
-    np.testing.assert_allclose(written["price_k"], expected[:, 0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(written["price_k_predicted"], expected[:, 0].numpy(), rtol=1e-6)
 
 
 def test_predict_multi_output(train_run, in_tmp):
@@ -57,7 +86,9 @@ def test_predict_multi_output(train_run, in_tmp):
     written = pd.read_csv(in_tmp / "pred.csv")
     weight, bias = np.array(summary["learned"]["weight"]), np.array(summary["learned"]["bias"])
     expected = bunch.data.to_numpy() @ weight.T + bias
-    np.testing.assert_allclose(written[["Weight", "Waist", "Pulse"]].to_numpy(), expected, rtol=1e-4)
+    np.testing.assert_allclose(
+        written[["Weight_predicted", "Waist_predicted", "Pulse_predicted"]].to_numpy(), expected, rtol=1e-4
+    )
 
 
 def test_missing_feature_column_is_named(csv_run, in_tmp):
