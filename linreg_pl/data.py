@@ -8,6 +8,7 @@ the model.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+
 import lightning as L
 import numpy as np
 import torch

@@ -15,8 +15,8 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
-from linreg_pl.scaling import Scaling
 from linreg_pl.errors import InputError
+from linreg_pl.scaling import Scaling
 
 
 class R2(R2Score):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from sklearn.linear_model import LinearRegression as ExactOLS
 
-from tests.helpers import CONFIGS, script_command
+from tests.helpers import CONFIGS, QUIET, script_command
 
 DATA_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
 
@@ -43,7 +43,7 @@ def test_help_lists_data_model_trainer_and_checkpoint_options():
         "--trainer.devices",
         "--trainer.strategy",
         "--trainer.precision",
-        "--checkpoint.monitor",
+        "--trainer.callbacks",
         "--ckpt_path",
     ):
         assert option in out, option
@@ -87,10 +87,10 @@ def test_lesson_configs_learn_the_truth(train_run, name):
 
 @pytest.mark.parametrize("name", ["make_regression", "diabetes", "linnerud"])
 def test_real_and_noisy_sets_match_exact_least_squares_on_the_same_split(train_run, name):
-    from linreg_pl.cli import LinearRegressionCLI
+    from linreg_pl.cli import TrainCLI
 
     summary = train_run("--config", str(CONFIGS / f"{name}.yaml"))
-    dm = LinearRegressionCLI(["--config", str(CONFIGS / f"{name}.yaml")]).datamodule
+    dm = TrainCLI(["--config", str(CONFIGS / f"{name}.yaml")]).datamodule
     (x, y), (x_test, y_test) = dm.arrays("train"), dm.arrays("test")
     exact_mse = np.mean((ExactOLS().fit(x, y).predict(x_test) - y_test) ** 2)
     assert summary["test_metrics"]["test/mse"] == pytest.approx(exact_mse, rel=0.01)
@@ -144,3 +144,24 @@ def test_trainer_flags_work_through_the_cli(train_run, flag):
     np.testing.assert_allclose(summary["learned"]["weight"], [[2.0, -3.4]], atol=0.05)
     if flag == "--trainer.enable_checkpointing=false":
         assert summary["checkpoints"] == {"best": "", "last": ""}
+
+
+DEFAULT_CALLBACKS = [c["class_path"] for c in yaml.safe_load((CONFIGS / "default.yaml").read_text())["trainer"]["callbacks"]]
+
+
+@pytest.mark.parametrize("left_out", DEFAULT_CALLBACKS)
+def test_every_default_callback_can_be_left_out_by_config(in_tmp, monkeypatch, left_out):
+    from linreg_pl.cli import TrainCLI
+
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    config = yaml.safe_load((CONFIGS / "default.yaml").read_text())
+    config["trainer"]["callbacks"] = [c for c in config["trainer"]["callbacks"] if c["class_path"] != left_out]
+    (in_tmp / "fewer.yaml").write_text(yaml.safe_dump({"trainer": {"callbacks": config["trainer"]["callbacks"]}}))
+    cli = TrainCLI(["--config", "fewer.yaml", "--trainer.max_epochs=1", *QUIET])
+    names = {type(c).__name__ for c in cli.trainer.callbacks}
+    if left_out.endswith("ModelCheckpoint"):  # Lightning then adds its own, which monitors nothing
+        assert all(c.monitor is None for c in cli.trainer.callbacks if type(c).__name__ == "ModelCheckpoint")
+    else:
+        assert left_out.rsplit(".", 1)[-1] not in names
+    assert {c.rsplit(".", 1)[-1] for c in DEFAULT_CALLBACKS if c != left_out} <= names
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)  # and the run works without it

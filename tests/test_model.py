@@ -122,12 +122,12 @@ STEP_LR = [
 @pytest.fixture
 def fitted_cli(in_tmp, monkeypatch):
     """Build the CLI from flags and fit, without logger or progress bar: ``fitted_cli(*flags)``."""
-    from linreg_pl.cli import LinearRegressionCLI
+    from linreg_pl.cli import TrainCLI
 
     monkeypatch.setattr("sys.argv", ["train.py"])
 
     def fit(*flags: str):
-        cli = LinearRegressionCLI([*flags, "--trainer.logger=false", "--trainer.enable_progress_bar=false"])
+        cli = TrainCLI([*flags, "--trainer.logger=false", "--trainer.enable_progress_bar=false"])
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         return cli
 

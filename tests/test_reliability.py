@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from linreg_pl.errors import TrainingDiverged
-from linreg_pl.errors import InputError
+from linreg_pl.errors import InputError, TrainingDiverged
 from tests.helpers import script_command
 
 D2L_FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
