@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test tensorboard benchmark clean
+.PHONY: train test test-fast tensorboard benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,19 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 train: $(STAMP)
 	$(BIN)/python scripts/train.py $(ARGS)
 
+# The contract: every test, the slow ones (real subprocess runs: DDP, signals, resume) included.
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# For development: the same suite without the slow tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir logs --host 127.0.0.1
 
 benchmark: $(STAMP)
-	$(BIN)/python scripts/benchmark.py $(ARGS)
+	$(BIN)/python -m benchmarks.training $(ARGS)
 
 clean:
 	rm -rf logs lightning_logs benchmark_results .pytest_cache *.egg-info

@@ -24,9 +24,11 @@ from linreg_pl.data import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
 from linreg_pl.report import RunReport
+from linreg_pl.source_args import reset_flags, source_layers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+DEFAULT_LESSON = PROJECT_ROOT / "configs" / "d2l.yaml"
 # What the data module tells the model: its shape, its column names and the fast path's setting.
 LINKED = ("n_features", "n_targets", "feature_names", "target_names", "steps_per_batch")
 
@@ -61,6 +63,16 @@ class LinearRegressionCLI(LightningCLI):
             for name in LINKED:
                 parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        given = sys.argv[1:] if args is None else list(args)
+        if self.datamodule_class_for_cli is not None:  # a chosen source starts from its own defaults
+            given += reset_flags(source_layers(given, self.inherited_source()))
+        self.config = parser.parse_args(given)
+
+    def inherited_source(self) -> dict | None:
+        """A data source set before any config or flag (a checkpoint's), or None."""
+        return None
+
     def before_instantiate_classes(self) -> None:
         self.config.trainer.callbacks = _callbacks_the_run_supports(self.config.trainer)
 
@@ -73,10 +85,15 @@ class LinearRegressionCLI(LightningCLI):
 
 
 class TrainCLI(LinearRegressionCLI):
-    """``scripts/train.py``: ``configs/default.yaml`` (the d2l lesson and the run's callbacks) is
-    applied first, from any working directory."""
+    """``scripts/train.py``: ``configs/default.yaml`` (the run's machinery) is applied first, from
+    any working directory, then the d2l lesson (``configs/d2l.yaml``) unless a config or flag of the
+    command chooses a data source: another source never inherits a lesson's settings."""
 
-    default_config_files = [DEFAULT_CONFIG]
+    def __init__(self, args: list[str] | None = None, **kwargs) -> None:
+        given = sys.argv[1:] if args is None else args
+        names_a_source = any(class_path for class_path, _ in source_layers(list(given)))
+        self.default_config_files = [DEFAULT_CONFIG] if names_a_source else [DEFAULT_CONFIG, DEFAULT_LESSON]
+        super().__init__(args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)

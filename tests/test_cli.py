@@ -12,7 +12,7 @@ from sklearn.linear_model import LinearRegression as ExactOLS
 
 from tests.helpers import CONFIGS, QUIET, script_command
 
-DATA_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+DATA_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "default.yaml")  # default.yaml: no data
 
 
 def run_script(*args, cwd, env=None, timeout=300):
@@ -63,6 +63,7 @@ def test_print_config_prints_the_resolved_yaml(tmp_path):
     assert not (tmp_path / "logs").exists()  # printing the config trains nothing
 
 
+@pytest.mark.slow
 def test_default_run_from_another_directory_learns_the_d2l_truth(tmp_path):
     """`python scripts/train.py` as `make train` runs it, but from a foreign working directory."""
     result = run_script("--trainer.enable_progress_bar=false", cwd=tmp_path)
@@ -104,6 +105,7 @@ def test_stacked_configs_and_dotted_flags(train_run, tmp_path):
     assert summary["steps"] == 350 // 25
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -130,6 +132,7 @@ def test_user_errors_end_in_one_line_and_exit_2(tmp_path, args, message):
     assert (tmp_path / "logs" / "keep.txt").read_text() == "earlier work"
 
 
+@pytest.mark.slow
 def test_verbose_switch_shows_the_traceback(tmp_path):
     result = run_script("--data.test_fraction=1.2", cwd=tmp_path, env={**os.environ, "LINREG_PL_VERBOSE": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr and "InputError" in result.stderr
@@ -146,7 +149,9 @@ def test_trainer_flags_work_through_the_cli(train_run, flag):
         assert summary["checkpoints"] == {"best": "", "last": ""}
 
 
-DEFAULT_CALLBACKS = [c["class_path"] for c in yaml.safe_load((CONFIGS / "default.yaml").read_text())["trainer"]["callbacks"]]
+DEFAULT_CALLBACKS = [
+    c["class_path"] for c in yaml.safe_load((CONFIGS / "default.yaml").read_text())["trainer"]["callbacks"]
+]
 
 
 @pytest.mark.parametrize("left_out", DEFAULT_CALLBACKS)

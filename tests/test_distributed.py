@@ -9,6 +9,8 @@ import pytest
 
 from tests.helpers import CONFIGS, script_command
 
+pytestmark = pytest.mark.slow  # real 2-process runs
+
 # Full-batch gradient descent: the global batch is the whole training split on 1 or 2 processes.
 FULL_BATCH = ["--data.batch_size=null", "--model.optimizer.lr=0.1", "--trainer.enable_progress_bar=false"]
 

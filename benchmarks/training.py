@@ -1,7 +1,7 @@
 """Speed of one epoch of linear-regression training: ours under Lightning vs. the alternatives.
 
-    python scripts/benchmark.py                      # both cases, CPU (and GPU when present)
-    python scripts/benchmark.py --cases small --repeats 3 --out benchmark_results
+    python -m benchmarks.training                    # both cases, CPU (and GPU when present)
+    python -m benchmarks.training --cases small --repeats 3 --out benchmark_results
 
 Rows, on the same in-memory data and seeds:
   1 textbook      TensorDataset + DataLoader(shuffle=True), nn.Linear, MSELoss, SGD
@@ -23,7 +23,7 @@ import json
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
@@ -33,8 +33,25 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from linreg_pl.cli import LinearRegressionCLI
+from linreg_pl.cli import TrainCLI
 from linreg_pl.solvers import Moments
+
+
+@dataclass
+class Row:
+    """One measured row; ``key`` is stable across versions (for comparing result files)."""
+
+    key: str
+    label: str
+    case: str
+    device: str
+    s_per_epoch: float
+    samples_per_s: float
+    us_per_step: float | None
+    ratio_vs_hand_written: float
+    mse_vs_optimum: float | None
+    weight: list
+    bias: list
 
 
 @dataclass
@@ -145,7 +162,7 @@ def hand_written_loop(x, y, case: Case, device):
 def lightning_run(case: Case, accelerator: str, steps_per_batch: int = 1):
     """Row 3: ours, built by the CLI exactly as `scripts/train.py` builds it."""
     with tempfile.TemporaryDirectory() as root:
-        cli = LinearRegressionCLI(cli_args(case, root, accelerator, steps_per_batch))
+        cli = TrainCLI(cli_args(case, root, accelerator, steps_per_batch))
         timer = EpochTimer()
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -180,10 +197,11 @@ def run_case(case: Case, accelerator: str, repeats: int, steps_per_batch: int) -
 
     # Each entry: label, run() -> (epoch seconds, model or (weight, bias)), steps per epoch.
     runs = [
-        ("1 textbook DataLoader", lambda: textbook_loop(x, y, case, device), steps),
-        ("2 hand-written loop (baseline)", lambda: hand_written_loop(x, y, case, device), steps),
-        ("3 linreg_pl under Lightning", lambda: lightning_run(case, accelerator), steps),
+        ("textbook", "1 textbook DataLoader", lambda: textbook_loop(x, y, case, device), steps),
+        ("hand_written", "2 hand-written loop (baseline)", lambda: hand_written_loop(x, y, case, device), steps),
+        ("lightning", "3 linreg_pl under Lightning", lambda: lightning_run(case, accelerator), steps),
         (
+            "lightning_fast",
             f"3b linreg_pl, --data.steps_per_batch {steps_per_batch}",
             lambda: lightning_run(case, accelerator, steps_per_batch),
             steps,
@@ -204,73 +222,76 @@ def run_case(case: Case, accelerator: str, repeats: int, steps_per_batch: int) -
             return [seconds[0] / case.epochs], (fitted.coef_[None, :], fitted.intercept_)
 
         runs += [
-            ("4a sklearn LinearRegression (total)", sklearn_exact, None),
-            ("4b sklearn SGDRegressor (per-sample steps)", sklearn_sgd, len(x)),
-            ("5 linreg_pl exact solver (total)", lambda: timed(lambda: Moments.of(x64, y64).solve()), None),
+            ("sklearn_exact", "4a sklearn LinearRegression (total)", sklearn_exact, None),
+            ("sklearn_sgd", "4b sklearn SGDRegressor (per-sample steps)", sklearn_sgd, len(x)),
+            (
+                "exact_solver",
+                "5 linreg_pl exact solver (total)",
+                lambda: timed(lambda: Moments.of(x64, y64).solve()),
+                None,
+            ),
         ]
     x_device = x.to(device)
-    runs.append(("6 memory floor (one read of X)", lambda: timed(x_device.sum), None))
+    runs.append(("memory_floor", "6 memory floor (one read of X)", lambda: timed(x_device.sum), None))
 
     # Repeats go round-robin over the rows, so that a slow spell of the machine hits every row.
-    medians: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    medians: dict[str, list[float]] = {key: [] for key, _, _, _ in runs}
     results = {}
     for _ in range(repeats):
-        for label, run, _ in runs:
-            seconds, results[label] = run()
-            medians[label].append(statistics.median(seconds))
+        for key, _, run, _ in runs:
+            seconds, results[key] = run()
+            medians[key].append(statistics.median(seconds))
 
+    baseline = statistics.median(medians["hand_written"])
     rows = []
-    for label, _, steps_per_epoch in runs:
-        epoch = statistics.median(medians[label])
-        result = results[label]
+    for key, label, _, steps_per_epoch in runs:
+        epoch = statistics.median(medians[key])
+        result = results[key]
         fitted = parameters(result) if isinstance(result, nn.Module) else result
-        mse = moments.objective(*fitted) if isinstance(fitted, tuple) else None
+        weight, bias = fitted if isinstance(fitted, tuple) else (None, None)
+        mse = moments.objective(weight, bias) if weight is not None else None
         rows.append(
-            {
-                "row": label,
-                "s_per_epoch": epoch,
-                "samples_per_s": len(x) / epoch,
-                "us_per_step": epoch / steps_per_epoch * 1e6 if steps_per_epoch else None,
-                "mse_vs_optimum": mse / optimum if mse is not None and optimum > 0 else None,
-            }
+            Row(
+                key=key,
+                label=label,
+                case=case.name,
+                device=accelerator,
+                s_per_epoch=epoch,
+                samples_per_s=len(x) / epoch,
+                us_per_step=epoch / steps_per_epoch * 1e6 if steps_per_epoch else None,
+                ratio_vs_hand_written=epoch / baseline,
+                mse_vs_optimum=mse / optimum if mse is not None and optimum > 0 else None,
+                weight=np.asarray(weight).tolist() if weight is not None else [],
+                bias=np.asarray(bias).tolist() if bias is not None else [],
+            )
         )
-    if accelerator == "cpu":
-        ours, sklearn = (
-            results["5 linreg_pl exact solver (total)"][0],
-            results["4a sklearn LinearRegression (total)"][0],
-        )
-        rows[6]["coef_max_rel_diff_vs_sklearn"] = float(np.abs(ours - sklearn).max() / np.abs(sklearn).max())
-    baseline = rows[1]["s_per_epoch"]
-    for row in rows:
-        row["ratio_vs_row2"] = row["s_per_epoch"] / baseline
-        row["case"], row["device"] = case.name, accelerator
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[Row]) -> str:
     lines = []
-    for case, device in dict.fromkeys((r["case"], r["device"]) for r in rows):
+    for case, device in dict.fromkeys((r.case, r.device) for r in rows):
         lines += [
             f"\n### {case}, {device}\n",
             "| row | s/epoch | samples/s | µs/step | ×row 2 | MSE / optimum |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for r in (r for r in rows if (r["case"], r["device"]) == (case, device)):
-            step = f"{r['us_per_step']:.1f}" if r["us_per_step"] else "–"
-            mse = f"{r['mse_vs_optimum']:.4f}" if r["mse_vs_optimum"] else "–"
+        for r in (r for r in rows if (r.case, r.device) == (case, device)):
+            step = f"{r.us_per_step:.1f}" if r.us_per_step else "–"
+            mse = f"{r.mse_vs_optimum:.4f}" if r.mse_vs_optimum else "–"
             cells = [
-                r["row"],
-                f"{r['s_per_epoch']:.4g}",
-                f"{r['samples_per_s']:.3g}",
+                r.label,
+                f"{r.s_per_epoch:.4g}",
+                f"{r.samples_per_s:.3g}",
                 step,
-                f"{r['ratio_vs_row2']:.2f}",
+                f"{r.ratio_vs_hand_written:.2f}",
                 mse,
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def main(args: list[str] | None = None) -> list[dict]:
+def main(args: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["small", "large"])
     parser.add_argument("--repeats", type=int, default=3)
@@ -290,7 +311,7 @@ def main(args: list[str] | None = None) -> list[dict]:
             rows += run_case(case, accelerator, config.repeats, config.steps_per_batch)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
     table = markdown(rows)
     (out / "results.md").write_text(table)
     print(table)
