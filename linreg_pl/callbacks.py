@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -15,8 +16,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from linreg_pl.checkpoints import last_checkpoint_path
 from linreg_pl.data import RegressionDataModule
-from linreg_pl.errors import TrainingDiverged
+from linreg_pl.errors import InputError, TrainingDiverged
 from linreg_pl.model import LinearRegression
+
+# Below this share of the loss of predicting the mean, a loss is float32 round-off: an exact fit.
+NEGLIGIBLE_LOSS = 1e-6
 
 
 def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
@@ -168,3 +172,48 @@ class DivergenceGuard(Callback):
             "(--data.standardize_features true) or try another optimizer (--model.optimizer Adam)"
             + (f". The last good checkpoint is {last}." if last else "; no checkpoint had been saved yet.")
         )
+
+
+class StopAtOptimum(Callback):
+    """Ends training once the model is at the exact least-squares optimum of its own objective:
+    the train loss within ``rtol`` of the optimum and every coefficient within ``coef_rtol``
+    (relative to the largest one) of its least-squares value. ``max_epochs`` is then a ceiling, not
+    a guess. Checked at the end of every training epoch from the data's moments: no pass over rows.
+
+    Parameters
+    ----------
+    rtol : float
+        Relative excess of the train loss over the optimum that counts as converged.
+    coef_rtol : float
+        Largest coefficient error, relative to the largest least-squares coefficient.
+    when : {"real_data", "always", "never"}
+        "real_data" (default): for CSV and bundled real sets, not for the lessons, whose runs show
+        the textbook's epochs.
+    """
+
+    def __init__(
+        self, rtol: float = 1e-4, coef_rtol: float = 1e-3, when: Literal["real_data", "always", "never"] = "real_data"
+    ) -> None:
+        for name, value in (("rtol", rtol), ("coef_rtol", coef_rtol)):
+            if not value > 0:
+                raise InputError(f"StopAtOptimum {name}={value} must be > 0.")
+        self.rtol, self.coef_rtol, self.when = rtol, coef_rtol, when
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
+        datamodule = trainer.datamodule
+        if self.when == "never" or not isinstance(datamodule, RegressionDataModule) or pl_module.hparams.l1:
+            return
+        if self.when == "real_data" and not datamodule.real_data:
+            return
+        from linreg_pl.report import exact_reference
+
+        reference = exact_reference(pl_module, datamodule)
+        excess = reference["train_loss"] - reference["optimal_train_loss"]
+        floor = max(reference["optimal_train_loss"], NEGLIGIBLE_LOSS * reference["constant_train_loss"])
+        if excess <= self.rtol * floor and reference["coefficient_error"] <= self.coef_rtol:
+            trainer.should_stop = True
+            if trainer.is_global_zero:
+                print(
+                    f"reached the least-squares optimum at epoch {trainer.current_epoch} (loss gap {excess / floor:.1e}, "
+                    f"coefficient error {reference['coefficient_error']:.1e}): stopping"
+                )

@@ -122,7 +122,7 @@ def _callbacks_the_run_supports(trainer_config) -> list:
 
 
 def train(args: list[str] | None = None) -> dict:
-    """Fit, then test the best checkpoint; returns the summary the ``RunReport`` callback wrote."""
+    """Fit, then test the trained model; returns the summary the ``RunReport`` callback wrote."""
     cli = TrainCLI(args)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     if trainer.logger is not None:
@@ -139,9 +139,9 @@ def train(args: list[str] | None = None) -> dict:
     if ckpt_path is not None:
         check_matches(read_checkpoint(ckpt_path), ckpt_path, datamodule.n_features, datamodule.n_targets)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint is not None else ""
-    trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+    # The trained model itself is tested (and reported): the answer training reached, which is the
+    # least-squares optimum once StopAtOptimum stops it. It is also last.ckpt.
+    trainer.test(model, datamodule=datamodule, verbose=False)
     report = next((c for c in trainer.callbacks if isinstance(c, RunReport)), None)
     return report.summary if report is not None else {}
 

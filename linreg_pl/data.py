@@ -119,8 +119,9 @@ class RegressionDataModule(L.LightningDataModule):
     standardize_target : bool
         Standardize the target likewise. Reported parameters and metrics stay in original units.
     batch_size : int, optional
-        Rows per optimizer step and process; None for full-batch gradient descent. Under DDP the
-        global batch is ``batch_size * world_size``.
+        Rows per optimizer step and process; None (default) for full-batch gradient descent, which
+        reaches the exact optimum (mini-batch SGD at a constant step stalls at a noise floor).
+        Under DDP the global batch is ``batch_size * world_size``.
     shuffle : bool
         Reshuffle the training rows every epoch.
     steps_per_batch : int
@@ -146,7 +147,7 @@ class RegressionDataModule(L.LightningDataModule):
         seed: int = 0,
         standardize_features: bool | None = None,
         standardize_target: bool = False,
-        batch_size: int | None = 32,
+        batch_size: int | None = None,
         shuffle: bool = True,
         steps_per_batch: int = 1,
     ) -> None:
@@ -211,6 +212,11 @@ class RegressionDataModule(L.LightningDataModule):
     @property
     def target_names(self) -> list[str]:
         return list(self.table.target_names)
+
+    @property
+    def real_data(self) -> bool:
+        """CSV files and bundled real sets, as opposed to the textbook lessons' synthetic data."""
+        return self.source.standardize_by_default
 
     @property
     def split_sizes(self) -> dict[str, int]:

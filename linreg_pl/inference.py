@@ -52,7 +52,7 @@ class CheckpointCLI(LinearRegressionCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_argument(
-            "--ckpt_path", type=str, required=True, help="The checkpoint, or a run directory (its best checkpoint)."
+            "--ckpt_path", type=str, required=True, help="The checkpoint, or a run directory (the model its run reported)."
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
@@ -183,13 +183,17 @@ def load_model(path: str) -> tuple[LinearRegression, dict]:
 
 
 def checkpoint_of(path: str) -> str:
-    """A checkpoint file as given, or the best checkpoint of a run directory."""
+    """A checkpoint file as given, or for a run directory the model its run tested and reported
+    (``last.ckpt``: the trained model), else its best checkpoint by validation loss."""
     run_dir = Path(path)
     if not run_dir.is_dir():
         return path
+    last = run_dir / "checkpoints" / "last.ckpt"
     best = sorted(run_dir.glob("checkpoints/best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if last.is_file():
+        return str(last)
     if not best:
-        raise InputError(f"--ckpt_path '{path}' is a directory without checkpoints/best-*.ckpt; give a .ckpt file.")
+        raise InputError(f"--ckpt_path '{path}' is a directory without checkpoints/*.ckpt; give a .ckpt file.")
     return str(best[-1])
 
 

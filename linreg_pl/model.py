@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
 from linreg_pl.errors import InputError
+from linreg_pl.optim import AutoSGD
 from linreg_pl.scaling import Scaling
 
 
@@ -40,7 +41,8 @@ class LinearRegression(L.LightningModule):
         Number of outputs; several make a multi-output regression.
     optimizer : callable, optional
         ``params -> torch.optim.Optimizer``, injected from config (``--model.optimizer Adam
-        --model.optimizer.lr 0.1``). None means SGD with lr 0.01, as in the textbook.
+        --model.optimizer.lr 0.1``). None means ``AutoSGD``: gradient descent whose learning rate
+        and momentum the training data chooses (``linreg_pl.optim``).
     lr_scheduler : callable, optional
         ``optimizer -> LRScheduler``; ``ReduceLROnPlateau`` watches ``val/loss``.
     l1, l2 : float
@@ -133,11 +135,17 @@ class LinearRegression(L.LightningModule):
         return self(x)
 
     def configure_optimizers(self):
-        make_optimizer = self.make_optimizer or (lambda params: torch.optim.SGD(params, lr=0.01))
+        make_optimizer = self.make_optimizer or AutoSGD
         try:
             optimizer = make_optimizer(self.parameters())
         except ValueError as error:  # torch's own check, e.g. "Invalid learning rate: -1"
             raise InputError(f"model.optimizer is invalid: {error}; fix its init_args.") from None
+        if isinstance(optimizer, AutoSGD) and (optimizer.auto_lr or optimizer.auto_momentum):
+            self._choose_step(optimizer)
+        if not all(group["lr"] > 0 for group in optimizer.param_groups):
+            raise InputError(
+                f"model.optimizer.lr={optimizer.param_groups[0]['lr']} trains nothing; give a positive learning rate."
+            )
         if self.make_lr_scheduler is None:
             return optimizer
         scheduler = {"scheduler": self.make_lr_scheduler(optimizer)}
@@ -235,6 +243,15 @@ class LinearRegression(L.LightningModule):
         if self.hparams.l1:
             loss = loss + self.hparams.l1 * self.linear.weight.abs().sum()
         return loss
+
+    def _choose_step(self, optimizer: AutoSGD) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "train_moments"):
+            raise InputError("model.optimizer.lr='auto' needs a RegressionDataModule to learn from; give a number.")
+        full_batch = datamodule.batch_size is None
+        why = optimizer.choose_step(datamodule.train_moments(), self.scaling, self.hparams.l2, full_batch)
+        if self.trainer.is_global_zero:
+            print(why)
 
     def _steps(self, batches) -> torch.Tensor:
         """One optimizer step per mini-batch of a Lightning batch (manual optimization)."""

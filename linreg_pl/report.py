@@ -20,6 +20,7 @@ from linreg_pl.model import LinearRegression
 # A trained model whose train loss is this much above the exact optimum gets a hint, unless the
 # excess is below float32 round-off relative to the loss of always predicting the mean.
 LARGE_GAP = 0.05
+LARGE_COEFFICIENT_ERROR = 0.01  # relative to the largest least-squares coefficient
 NEGLIGIBLE_EXCESS = 1e-6
 
 
@@ -99,18 +100,24 @@ def exact_reference(model: LinearRegression, datamodule: RegressionDataModule) -
     moments = datamodule.train_moments()
     scaling = model.scaling
     weight, bias = moments.solve(scaling, l2)
-    train_loss = moments.objective(*model.learned_parameters(), scaling, l2)
+    learned_weight, learned_bias = model.learned_parameters()
+    train_loss = moments.objective(learned_weight, learned_bias, scaling, l2)
     optimal_loss = moments.objective(weight, bias, scaling, l2)
     constant_loss = moments.objective(np.zeros_like(weight), moments.mean[moments.n_features :], scaling, l2)
     # Relative to an optimum of ~0 (a noiseless line) a gap means nothing: call that an exact fit.
     exact_fit = optimal_loss <= 1e-12 * constant_loss
+    learned, optimum = np.hstack([learned_weight, learned_bias[:, None]]), np.hstack([weight, bias[:, None]])
     return {
         "weight": weight.tolist(),
         "bias": bias.tolist(),
         "train_loss": train_loss,
         "optimal_train_loss": optimal_loss,
+        "constant_train_loss": constant_loss,
+        # max |coefficient - least squares| / max |least squares|, over weights and bias
+        "coefficient_error": float(np.abs(learned - optimum).max() / max(np.abs(optimum).max(), 1e-300)),
         "optimality_gap": None if exact_fit else train_loss / optimal_loss - 1,
-        "converged": train_loss - optimal_loss <= max(LARGE_GAP * optimal_loss, NEGLIGIBLE_EXCESS * constant_loss),
+        "converged": train_loss - optimal_loss <= max(LARGE_GAP * optimal_loss, NEGLIGIBLE_EXCESS * constant_loss)
+        and bool(exact_fit or np.abs(learned - optimum).max() <= LARGE_COEFFICIENT_ERROR * np.abs(optimum).max()),
     }
 
 
@@ -144,6 +151,7 @@ def _gap_line(exact: dict) -> str:
     line = f"train loss {exact['train_loss']:.6g}, exact optimum {exact['optimal_train_loss']:.6g}"
     gap = exact["optimality_gap"]
     line += " (an exact fit)" if gap is None else f", gap {gap:+.2%}"
+    line += f"; coefficients within {exact['coefficient_error']:.1e} of least squares (relative)"
     if not exact["converged"]:
         line += (
             "\nhint: training has not reached the optimum; try more epochs (--trainer.max_epochs), another "
@@ -179,8 +187,8 @@ def format_report(summary: dict) -> str:
         lines.append(_gap_line(exact))
     metrics = summary["test_metrics"]
     lines.append("test  " + "  ".join(f"{k.split('/')[-1]} {_number(v)}" for k, v in metrics.items()))
-    if summary["checkpoints"]["best"]:
-        lines.append(f"best checkpoint {summary['checkpoints']['best']}")
+    if summary["checkpoints"]["last"]:
+        lines.append(f"trained model {summary['checkpoints']['last']}")
     lines.append(summary["run_dir"] or "(no run directory: logging is off)")
     return "\n".join(lines)
 

@@ -18,18 +18,18 @@ def csv_run(train_run):
 
 
 def test_evaluate_reproduces_the_metrics_printed_at_the_end_of_training(csv_run, in_tmp):
-    result = evaluate(["--ckpt_path", csv_run["checkpoints"]["best"], "--output", "eval.json"])
+    result = evaluate(["--ckpt_path", csv_run["checkpoints"]["last"], "--output", "eval.json"])
     for name in ("mse", "rmse", "mae", "r2"):
         assert result[name] == pytest.approx(csv_run["test_metrics"][f"test/{name}"], rel=1e-6), name
     assert result["split"] == "test" and result["rows"] == csv_run["split_sizes"]["test"]
     assert (in_tmp / "eval.json").is_file()
 
 
-def test_evaluate_a_run_directory_scores_its_best_checkpoint_on_any_split(csv_run, in_tmp):
+def test_evaluate_a_run_directory_scores_the_model_its_run_reported_on_any_split(csv_run, in_tmp):
     run_dir = csv_run["run_dir"]
     for split in ("train", "val", "test", "all"):
         result = evaluate(["--ckpt_path", run_dir, "--split", split, "--output", f"{split}.json"])
-        assert result["checkpoint"] == csv_run["checkpoints"]["best"]
+        assert result["checkpoint"] == csv_run["checkpoints"]["last"]
         expected_rows = sum(csv_run["split_sizes"].values()) if split == "all" else csv_run["split_sizes"][split]
         assert result["rows"] == expected_rows
     # Independently: the learned parameters of the run on every row of the file, in float64.
@@ -41,7 +41,7 @@ def test_evaluate_a_run_directory_scores_its_best_checkpoint_on_any_split(csv_ru
 
 @pytest.mark.parametrize("output", ["checkpoint", "data", "directory"])
 def test_an_output_that_is_an_input_or_a_directory_is_refused_and_nothing_changes(csv_run, in_tmp, output):
-    checkpoint = csv_run["checkpoints"]["best"]
+    checkpoint = csv_run["checkpoints"]["last"]
     pd.read_csv(CONFIGS / "example.csv").to_csv(in_tmp / "data.csv", index=False)
     (in_tmp / "out").mkdir()
     target = {"checkpoint": checkpoint, "data": str(in_tmp / "data.csv"), "directory": str(in_tmp / "out")}[output]
@@ -56,7 +56,7 @@ def test_an_output_that_is_an_input_or_a_directory_is_refused_and_nothing_change
 
 def test_evaluate_on_other_data_options(csv_run, in_tmp):
     result = evaluate(
-        ["--ckpt_path", csv_run["checkpoints"]["best"], "--output", "eval.json", "--data.test_fraction=0.5"]
+        ["--ckpt_path", csv_run["checkpoints"]["last"], "--output", "eval.json", "--data.test_fraction=0.5"]
     )
     assert result["rows"] == 100
 
@@ -65,11 +65,11 @@ def test_predict_by_column_name_with_shuffled_columns_and_an_extra_one(csv_run, 
     frame = pd.read_csv(CONFIGS / "example.csv").drop(columns=["price_k"])
     shuffled = frame[["age_years", "area_m2", "rooms"]].assign(note="passed through")
     shuffled.to_csv(in_tmp / "new.csv", index=False)
-    predict(["--ckpt_path", csv_run["checkpoints"]["best"], "--input", "new.csv", "--output", "pred.csv"])
+    predict(["--ckpt_path", csv_run["checkpoints"]["last"], "--input", "new.csv", "--output", "pred.csv"])
     written = pd.read_csv(in_tmp / "pred.csv")
     assert list(written.columns) == ["age_years", "area_m2", "rooms", "note", "price_k_predicted"]
     # Independently: the linear layer on the correctly ordered, standardized features, unscaled.
-    model, _ = load_model(csv_run["checkpoints"]["best"])
+    model, _ = load_model(csv_run["checkpoints"]["last"])
     x = torch.tensor(frame[["area_m2", "rooms", "age_years"]].to_numpy(), dtype=torch.float32)
     with torch.no_grad():
         expected = model.linear((x - model.feature_mean) / model.feature_scale) * model.target_scale + model.target_mean
@@ -82,7 +82,7 @@ def test_predict_multi_output(train_run, in_tmp):
 
     bunch = load_linnerud(as_frame=True)
     bunch.data.to_csv(in_tmp / "exercises.csv", index=False)
-    predict(["--ckpt_path", summary["checkpoints"]["best"], "--input", "exercises.csv", "--output", "pred.csv"])
+    predict(["--ckpt_path", summary["checkpoints"]["last"], "--input", "exercises.csv", "--output", "pred.csv"])
     written = pd.read_csv(in_tmp / "pred.csv")
     weight, bias = np.array(summary["learned"]["weight"]), np.array(summary["learned"]["bias"])
     expected = bunch.data.to_numpy() @ weight.T + bias
@@ -95,7 +95,7 @@ def test_missing_feature_column_is_named(csv_run, in_tmp):
     pd.read_csv(CONFIGS / "example.csv").drop(columns=["rooms"]).to_csv(in_tmp / "new.csv", index=False)
     result = subprocess.run(
         script_command(
-            "predict.py", "--ckpt_path", csv_run["checkpoints"]["best"], "--input", "new.csv", "--output", "p.csv"
+            "predict.py", "--ckpt_path", csv_run["checkpoints"]["last"], "--input", "new.csv", "--output", "p.csv"
         ),
         cwd=in_tmp,
         capture_output=True,
@@ -111,7 +111,7 @@ def test_missing_values_in_prediction_input_name_the_fix_that_applies(csv_run, i
     frame.loc[3, "rooms"] = None
     frame.to_csv(in_tmp / "gaps.csv", index=False)
     with pytest.raises(InputError, match=r"missing values \('rooms': 1\); fill them in\.$"):
-        predict(["--ckpt_path", csv_run["checkpoints"]["best"], "--input", "gaps.csv", "--output", "p.csv"])
+        predict(["--ckpt_path", csv_run["checkpoints"]["last"], "--input", "gaps.csv", "--output", "p.csv"])
 
 
 def test_checkpoint_of_another_model_is_refused(train_run, csv_run, in_tmp):
@@ -122,7 +122,7 @@ def test_checkpoint_of_another_model_is_refused(train_run, csv_run, in_tmp):
         evaluate(
             [
                 "--ckpt_path",
-                d2l["checkpoints"]["best"],
+                d2l["checkpoints"]["last"],
                 "--data.source=CSVSource",
                 f"--data.source.path={CONFIGS / 'example.csv'}",
                 "--data.source.target=price_k",
@@ -132,7 +132,7 @@ def test_checkpoint_of_another_model_is_refused(train_run, csv_run, in_tmp):
         evaluate(
             [
                 "--ckpt_path",
-                csv_run["checkpoints"]["best"],
+                csv_run["checkpoints"]["last"],
                 f"--data.source.path={CONFIGS / 'example.csv'}",
                 "--data.source.features=[rooms,area_m2,age_years]",
             ]

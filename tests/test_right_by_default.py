@@ -1,0 +1,46 @@
+"""Right by default: a CSV run with no option but the file and the target reaches least squares."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from linreg_pl import CSVSource, RegressionDataModule
+from tests.helpers import lstsq_with_intercept
+
+# (rows, features, log10 of the smallest and largest feature scale, collinear pair, seed)
+SHAPES = [
+    (15, 1, (0, 0), False, 0),
+    (15, 3, (-3, 6), False, 1),
+    (200, 5, (-3, 6), False, 0),
+    (200, 5, (-3, 6), False, 1),
+    (200, 5, (-3, 6), False, 2),
+    (1000, 20, (0, 0), True, 0),
+    (100_000, 50, (-2, 3), False, 0),
+]
+
+
+def write_csv(path, rows, features, scales, collinear, seed):
+    rng = np.random.default_rng(seed)
+    scale = np.logspace(*scales, features)
+    x = rng.normal(size=(rows, features)) * scale + rng.normal(size=features) * scale
+    if collinear:  # two nearly identical columns
+        x[:, 1] = x[:, 0] + 1e-3 * rng.normal(size=rows)
+    weight = rng.normal(size=features) / scale  # every column matters about equally
+    y = x @ weight + 3.0 + 0.5 * rng.normal(size=rows)
+    pd.DataFrame(np.column_stack([x, y]), columns=[f"f{i}" for i in range(features)] + ["y"]).to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("rows, features, scales, collinear, seed", SHAPES)
+def test_default_csv_run_reaches_the_least_squares_optimum(train_run, in_tmp, rows, features, scales, collinear, seed):
+    write_csv(in_tmp / "data.csv", rows, features, scales, collinear, seed)
+    summary = train_run("--data.source=CSVSource", "--data.source.path=data.csv", "--data.source.target=y")
+    # Independently: numpy's SVD least squares on the same training rows.
+    x, y = RegressionDataModule(CSVSource("data.csv", "y")).arrays("train")
+    exact_weight, exact_bias = lstsq_with_intercept(x, y)
+    learned_weight, learned_bias = np.array(summary["learned"]["weight"]), np.array(summary["learned"]["bias"])
+    mse = np.mean((x @ learned_weight.T + learned_bias - y) ** 2)
+    optimum = np.mean((x @ exact_weight.T + exact_bias - y) ** 2)
+    assert mse <= 1.01 * optimum
+    if not collinear:  # there the coefficients of the pair are barely determined
+        learned, exact = np.append(learned_weight, learned_bias), np.append(exact_weight, exact_bias)
+        assert np.abs(learned - exact).max() <= 1e-3 * np.abs(exact).max()
