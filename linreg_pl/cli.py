@@ -7,6 +7,7 @@ links, ``--config`` and the user-error handling of ``run_command``.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -47,6 +48,8 @@ class LinearRegressionCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs) -> None:
         files = [str(path) for path in self.default_config_files if path.is_file()]
         kwargs.setdefault("parser_kwargs", {"default_config_files": files})
+        # A progress bar only where someone watches: on a terminal. A log file gets the report alone.
+        kwargs.setdefault("trainer_defaults", {"enable_progress_bar": sys.stdout.isatty(), "enable_model_summary": False})
         super().__init__(
             LinearRegression,
             self.datamodule_class_for_cli,
@@ -59,6 +62,9 @@ class LinearRegressionCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--verbose", type=bool, default=False, help="Show Lightning's own messages (devices, restores, tips)."
+        )
         if self.datamodule_class_for_cli is not None:
             for name in LINKED:
                 parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
@@ -68,6 +74,10 @@ class LinearRegressionCLI(LightningCLI):
         if self.datamodule_class_for_cli is not None:  # a chosen source starts from its own defaults
             given += reset_flags(source_layers(given, self.inherited_source()))
         self.config = parser.parse_args(given)
+        # Lightning's info lines (seed, device banners, an advert tip, restores) are not the user's news.
+        level = logging.INFO if self.config.verbose else logging.WARNING
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(level)
 
     def inherited_source(self) -> dict | None:
         """A data source set before any config or flag (a checkpoint's), or None."""

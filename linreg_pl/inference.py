@@ -31,13 +31,7 @@ from linreg_pl.sources import numeric_columns, read_csv
 
 METRICS = ("mse", "rmse", "mae", "r2")
 # Scoring and prediction log nothing and write no checkpoint; float64 end to end.
-TRAINER_DEFAULTS = {
-    "logger": False,
-    "enable_checkpointing": False,
-    "enable_progress_bar": False,
-    "enable_model_summary": False,
-    "precision": "64-true",
-}
+TRAINER_DEFAULTS = {"logger": False, "enable_checkpointing": False, "precision": "64-true"}
 
 
 class CheckpointCLI(LinearRegressionCLI):
@@ -47,7 +41,8 @@ class CheckpointCLI(LinearRegressionCLI):
     restores_data = False
 
     def __init__(self, args: list[str] | None = None) -> None:
-        super().__init__(args, trainer_defaults=TRAINER_DEFAULTS, save_config_callback=None)
+        quiet = {"enable_progress_bar": False, "enable_model_summary": False}
+        super().__init__(args, trainer_defaults={**quiet, **TRAINER_DEFAULTS}, save_config_callback=None)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)

@@ -66,8 +66,11 @@ def test_print_config_prints_the_resolved_yaml(tmp_path):
 @pytest.mark.slow
 def test_default_run_from_another_directory_learns_the_d2l_truth(tmp_path):
     """`python scripts/train.py` as `make train` runs it, but from a foreign working directory."""
-    result = run_script("--trainer.enable_progress_bar=false", cwd=tmp_path)
+    result = run_script(cwd=tmp_path)  # stdout is a pipe, not a terminal: no progress bar
     assert result.returncode == 0, result.stderr[-2000:]
+    # A quiet console: the report alone, no Lightning banner, tip, summary table or warning.
+    assert len(result.stdout.splitlines()) <= 25, result.stdout
+    assert result.stderr == "", result.stderr
     run_dir = tmp_path / result.stdout.strip().splitlines()[-1]
     assert run_dir.parent == tmp_path / "logs" / "d2l"
     summary = json.loads((run_dir / "summary.json").read_text())
