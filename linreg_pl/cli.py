@@ -16,6 +16,7 @@ from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 
+from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -24,6 +25,7 @@ from linreg_pl.checkpoints import check_matches, read_checkpoint, resolve_checkp
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
+from linreg_pl.parse_errors import one_line
 from linreg_pl.report import RunReport
 from linreg_pl.source_args import reset_flags, source_layers
 
@@ -47,7 +49,8 @@ class LinearRegressionCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, **kwargs) -> None:
         files = [str(path) for path in self.default_config_files if path.is_file()]
-        kwargs.setdefault("parser_kwargs", {"default_config_files": files})
+        # Parse errors are raised, not printed with the usage, so that run_command gives one line.
+        kwargs.setdefault("parser_kwargs", {"default_config_files": files, "exit_on_error": False})
         # A progress bar only where someone watches: on a terminal. A log file gets the report alone.
         kwargs.setdefault("trainer_defaults", {"enable_progress_bar": sys.stdout.isatty(), "enable_model_summary": False})
         super().__init__(
@@ -73,7 +76,10 @@ class LinearRegressionCLI(LightningCLI):
         given = sys.argv[1:] if args is None else list(args)
         if self.datamodule_class_for_cli is not None:  # a chosen source starts from its own defaults
             given += reset_flags(source_layers(given, self.inherited_source()))
-        self.config = parser.parse_args(given)
+        try:
+            self.config = parser.parse_args(given)
+        except ArgumentError as error:
+            raise InputError(one_line(str(error))) from None
         # Lightning's info lines (seed, device banners, an advert tip, restores) are not the user's news.
         level = logging.INFO if self.config.verbose else logging.WARNING
         for name in ("lightning.pytorch", "lightning.fabric"):
@@ -84,7 +90,13 @@ class LinearRegressionCLI(LightningCLI):
         return None
 
     def before_instantiate_classes(self) -> None:
-        self.config.trainer.callbacks = _callbacks_the_run_supports(self.config.trainer)
+        trainer = self.config.trainer
+        for name in AT_LEAST_ONE:
+            if trainer[name] is not None and trainer[name] < 1:
+                raise InputError(f"--trainer.{name}={trainer[name]} must be an integer >= 1.")
+        trainer.callbacks = _callbacks_the_run_supports(trainer)
+        if trainer.logger in (False, None):
+            self.save_config_callback = None  # no run directory: never write config.yaml into the cwd
 
     def instantiate_trainer(self, **kwargs):
         try:
@@ -115,6 +127,8 @@ class TrainCLI(LinearRegressionCLI):
         )
 
 
+# Trainer counts that Lightning divides by without checking them first.
+AT_LEAST_ONE = ("check_val_every_n_epoch", "log_every_n_steps", "accumulate_grad_batches")
 # Callbacks that need a part of the run that the Trainer's flags can turn off.
 _NEEDS = {ModelCheckpoint: "enable_checkpointing", LearningRateMonitor: "logger"}
 
@@ -176,6 +190,15 @@ def run_command(command: Callable[[list[str] | None], object], args: list[str] |
         if os.environ.get("LINREG_PL_VERBOSE"):
             raise
         print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as error:
+        if error.filename is None:  # not about a path the user chose
+            raise
+        print(
+            f"error: cannot write '{error.filename}' ({error.strerror}); choose a writable place, e.g. with "
+            "--trainer.logger.init_args.save_dir, or fix its permissions.",
+            file=sys.stderr,
+        )
         sys.exit(2)
     except SIGTERMException:  # a SystemExit without a code: it would exit 0
         sys.exit(128 + signal.SIGTERM)

@@ -114,6 +114,7 @@ class LinearRegression(L.LightningModule):
         self.register_buffer("_train_loss_sum", torch.zeros(()), persistent=False)
         self._train_rows = 0
         self._scales_features = self._scales_target = False
+        self._make_optimizer()  # a bad optimizer config fails here, before any run directory exists
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions in original units for features in original units."""
@@ -135,17 +136,9 @@ class LinearRegression(L.LightningModule):
         return self(x)
 
     def configure_optimizers(self):
-        make_optimizer = self.make_optimizer or AutoSGD
-        try:
-            optimizer = make_optimizer(self.parameters())
-        except ValueError as error:  # torch's own check, e.g. "Invalid learning rate: -1"
-            raise InputError(f"model.optimizer is invalid: {error}; fix its init_args.") from None
+        optimizer = self._make_optimizer()
         if isinstance(optimizer, AutoSGD) and (optimizer.auto_lr or optimizer.auto_momentum):
             self._choose_step(optimizer)
-        if not all(group["lr"] > 0 for group in optimizer.param_groups):
-            raise InputError(
-                f"model.optimizer.lr={optimizer.param_groups[0]['lr']} trains nothing; give a positive learning rate."
-            )
         if self.make_lr_scheduler is None:
             return optimizer
         scheduler = {"scheduler": self.make_lr_scheduler(optimizer)}
@@ -243,6 +236,17 @@ class LinearRegression(L.LightningModule):
         if self.hparams.l1:
             loss = loss + self.hparams.l1 * self.linear.weight.abs().sum()
         return loss
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        try:
+            optimizer = (self.make_optimizer or AutoSGD)(self.parameters())
+        except ValueError as error:  # torch's own check, e.g. "Invalid learning rate: -1"
+            raise InputError(f"model.optimizer is invalid: {error}; fix its init_args.") from None
+        if not all(group["lr"] > 0 for group in optimizer.param_groups):
+            raise InputError(
+                f"model.optimizer.lr={optimizer.param_groups[0]['lr']} trains nothing; give a positive learning rate."
+            )
+        return optimizer
 
     def _choose_step(self, optimizer: AutoSGD) -> None:
         datamodule = self.trainer.datamodule

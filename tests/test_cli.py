@@ -122,17 +122,30 @@ def test_stacked_configs_and_dotted_flags(train_run, tmp_path):
         ),
         (["--data.test_fraction=1.2"], "data.test_fraction=1.2 must be in [0, 1)"),
         (["--model.optimizer.lr=-0.1"], "Invalid learning rate: -0.1"),
+        (["--model.optimizer.lr=0"], "model.optimizer.lr=0.0 trains nothing"),
+        (["--model.optimizer=Adamm"], "--model.optimizer Adamm is not a valid choice; did you mean 'Adam'?"),
+        (["--model.optimizer.lrr=0.1"], "--model.optimizer.lrr is not an argument of SGD; did you mean 'lr'?"),
+        (["fit"], "unrecognized arguments: fit"),
+        (["--trainer.max_epochs=-5"], "`max_epochs` must be a non-negative integer or -1. You passed in -5."),
+        (["--trainer.accelerator=gpu"], "invalid --trainer options: No supported gpu backend found!"),
+        (["--trainer.devices=0"], "invalid --trainer options: `Trainer(devices='0')` value is not a valid input"),
+        (["--trainer.check_val_every_n_epoch=0"], "--trainer.check_val_every_n_epoch=0 must be an integer >= 1"),
+        (["--trainer.log_every_n_steps=0"], "--trainer.log_every_n_steps=0 must be an integer >= 1"),
+        (["--trainer.logger.init_args.save_dir=keep.txt/logs"], "cannot write 'keep.txt/logs' (Not a directory)"),
     ],
 )
 def test_user_errors_end_in_one_line_and_exit_2(tmp_path, args, message):
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "keep.txt").write_text("earlier work")
+    (tmp_path / "keep.txt").write_text("a file, not a directory")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     result = run_script(*args, "--trainer.enable_progress_bar=false", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(error_lines) == 1 and message in error_lines[0]
-    assert (tmp_path / "logs" / "keep.txt").read_text() == "earlier work"
+    assert len(error_lines) == 1 and message in error_lines[0], result.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "logs"]  # no config.yaml, no stray run
 
 
 @pytest.mark.slow
