@@ -214,6 +214,6 @@ class StopAtOptimum(Callback):
             trainer.should_stop = True
             if trainer.is_global_zero:
                 print(
-                    f"reached the least-squares optimum at epoch {trainer.current_epoch} (loss gap {excess / floor:.1e}, "
-                    f"coefficient error {reference['coefficient_error']:.1e}): stopping"
+                    f"reached the least-squares optimum at epoch {trainer.current_epoch} "
+                    f"(loss gap {excess / floor:.1e}, coefficient error {reference['coefficient_error']:.1e}): stopping"
                 )

@@ -52,7 +52,9 @@ class LinearRegressionCLI(LightningCLI):
         # Parse errors are raised, not printed with the usage, so that run_command gives one line.
         kwargs.setdefault("parser_kwargs", {"default_config_files": files, "exit_on_error": False})
         # A progress bar only where someone watches: on a terminal. A log file gets the report alone.
-        kwargs.setdefault("trainer_defaults", {"enable_progress_bar": sys.stdout.isatty(), "enable_model_summary": False})
+        kwargs.setdefault(
+            "trainer_defaults", {"enable_progress_bar": sys.stdout.isatty(), "enable_model_summary": False}
+        )
         super().__init__(
             LinearRegression,
             self.datamodule_class_for_cli,

@@ -19,7 +19,6 @@ from typing import Literal
 import numpy as np
 import torch
 from lightning.pytorch.cli import LightningArgumentParser
-from sklearn import metrics
 from torch.utils.data import DataLoader, TensorDataset
 
 from linreg_pl.checkpoints import check_matches, read_checkpoint
@@ -27,6 +26,7 @@ from linreg_pl.cli import LINKED, LinearRegressionCLI
 from linreg_pl.errors import InputError
 from linreg_pl.files import write_text_atomically
 from linreg_pl.model import LinearRegression
+from linreg_pl.report import scores
 from linreg_pl.sources import numeric_columns, read_csv
 
 METRICS = ("mse", "rmse", "mae", "r2")
@@ -47,7 +47,10 @@ class CheckpointCLI(LinearRegressionCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
         parser.add_argument(
-            "--ckpt_path", type=str, required=True, help="The checkpoint, or a run directory (the model its run reported)."
+            "--ckpt_path",
+            type=str,
+            required=True,
+            help="The checkpoint, or a run directory (the model its run reported).",
         )
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
@@ -159,13 +162,6 @@ def predict(args: list[str] | None = None) -> Path:
     write_text_atomically(output, frame.to_csv(index=False, float_format="%.17g"))
     print(f"wrote {len(frame)} predictions to {output}")
     return output
-
-
-def scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
-    """MSE, RMSE, MAE and R² in float64, averaged over targets; R² is None (undefined) below two rows."""
-    mse = metrics.mean_squared_error(y, predicted)
-    r2 = metrics.r2_score(y, predicted) if len(y) > 1 else None
-    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": metrics.mean_absolute_error(y, predicted), "r2": r2}
 
 
 def load_model(path: str) -> tuple[LinearRegression, dict]:

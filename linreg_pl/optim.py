@@ -89,7 +89,11 @@ def auto_step(moments: Moments, scaling: Scaling, l2: float, full_batch: bool) -
     root_l, root_mu = np.sqrt(largest), np.sqrt(smallest)
     lr = 4.0 / (root_l + root_mu) ** 2
     momentum = ((root_l - root_mu) / (root_l + root_mu)) ** 2
-    return float(lr), float(momentum), (
-        f"heavy ball for a full batch, curvature L = {largest:.4g}, mu = {smallest:.4g} "
-        f"(condition {largest / smallest:.3g}{', capped' if smallest > eigenvalues[0] else ''})"
+    return (
+        float(lr),
+        float(momentum),
+        (
+            f"heavy ball for a full batch, curvature L = {largest:.4g}, mu = {smallest:.4g} "
+            f"(condition {largest / smallest:.3g}{', capped' if smallest > eigenvalues[0] else ''})"
+        ),
     )

@@ -36,7 +36,8 @@ def one_line(message: str) -> str:
     if key and option:
         module, _, name = option[2].rpartition(".")
         parameters = [p for p in inspect.signature(getattr(import_module(module), name)).parameters if p != "params"]
-        return f"--{key[1]}.{option[1]} is not an argument of {name}{_did_you_mean(option[1], parameters)} {name} takes {parameters}."
+        hint = _did_you_mean(option[1], parameters)
+        return f"--{key[1]}.{option[1]} is not an argument of {name}{hint} {name} takes {parameters}."
     given = re.search(r"Given value: (.*)", message) or re.search(r"dot import path string: (\S+)", message)
     if key and given:
         value = given[1].strip()

@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+from sklearn import metrics
 
 from linreg_pl.checkpoints import last_checkpoint_path
 from linreg_pl.data import RegressionDataModule
@@ -72,6 +73,7 @@ def summarize(
         "learned": {"weight": weight.tolist(), "bias": bias.tolist()},
         "true": None,
         "test_metrics": {k: _json_number(v) for k, v in sorted(test_metrics.items())},
+        "test_by_target": _test_by_target(datamodule, weight, bias),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "wall_time_s": round(wall_time, 3),
@@ -121,6 +123,13 @@ def exact_reference(model: LinearRegression, datamodule: RegressionDataModule) -
     }
 
 
+def _test_by_target(datamodule: RegressionDataModule, weight: np.ndarray, bias: np.ndarray) -> dict[str, dict]:
+    """Test metrics of each target in its own units (pooled metrics mix targets of other scales)."""
+    x, y = datamodule.arrays(datamodule.evaluated_split("test"))
+    predicted = x @ weight.T + bias
+    return {name: scores(y[:, [t]], predicted[:, [t]]) for t, name in enumerate(datamodule.target_names)}
+
+
 def _json_number(value: float) -> float | None:
     """NaN (e.g. R² of a one-row split, which is undefined) becomes JSON null."""
     return None if math.isnan(value) else value
@@ -147,8 +156,16 @@ def write_summary(summary: dict) -> Path | None:
     return path
 
 
-def _gap_line(exact: dict) -> str:
-    line = f"train loss {exact['train_loss']:.6g}, exact optimum {exact['optimal_train_loss']:.6g}"
+def scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
+    """MSE, RMSE, MAE and R² in float64, averaged over targets; R² is None (undefined) below two rows."""
+    mse = float(metrics.mean_squared_error(y, predicted))
+    r2 = float(metrics.r2_score(y, predicted)) if len(y) > 1 else None
+    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(metrics.mean_absolute_error(y, predicted)), "r2": r2}
+
+
+def _gap_line(exact: dict, target_standardized: bool) -> str:
+    space = "standardized target" if target_standardized else "original units"
+    line = f"train loss ({space}) {exact['train_loss']:.6g}, exact optimum {exact['optimal_train_loss']:.6g}"
     gap = exact["optimality_gap"]
     line += " (an exact fit)" if gap is None else f", gap {gap:+.2%}"
     line += f"; coefficients within {exact['coefficient_error']:.1e} of least squares (relative)"
@@ -184,9 +201,12 @@ def format_report(summary: dict) -> str:
         lines.append(f"{prefix + 'b':<28}" + "".join(f"{p['bias'][t]:>15.7g}" for _, p in columns))
     lines.append("")
     if exact := summary["exact"]:
-        lines.append(_gap_line(exact))
-    metrics = summary["test_metrics"]
-    lines.append("test  " + "  ".join(f"{k.split('/')[-1]} {_number(v)}" for k, v in metrics.items()))
+        lines.append(_gap_line(exact, summary["standardized"]["target"]))
+    if "max_abs_error_vs_true" in summary:
+        lines.append(f"largest |learned - true| {summary['max_abs_error_vs_true']:.3g}")
+    for target, values in summary["test_by_target"].items():
+        name = f"test {target}" if len(summary["targets"]) > 1 else "test"
+        lines.append(f"{name} (original units)  " + "  ".join(f"{k} {_number(v)}" for k, v in values.items()))
     if summary["checkpoints"]["last"]:
         lines.append(f"trained model {summary['checkpoints']['last']}")
     lines.append(summary["run_dir"] or "(no run directory: logging is off)")
