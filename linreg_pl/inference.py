@@ -35,7 +35,7 @@ TRAINER_DEFAULTS = {"logger": False, "enable_checkpointing": False, "precision":
 
 
 class CheckpointCLI(LinearRegressionCLI):
-    """A CLI whose ``--ckpt_path`` (a checkpoint, or a run directory: its best checkpoint) is
+    """A CLI whose ``--ckpt_path`` (a checkpoint, or a run directory: the model its run reported) is
     read before parsing, so that the checkpoint's hyper-parameters become the defaults."""
 
     restores_data = False
