@@ -26,6 +26,7 @@ from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import Callback
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+DEATH_NOTICE_S = 1.0
 
 
 class Interrupted(SystemExit):
@@ -117,7 +118,9 @@ class GracefulStop(Callback):
         # Every rank runs the same training steps, so every rank reaches this all-reduce at the
         # same step; the maximum of the proposals is the same next interval everywhere.
         now = time.monotonic()
-        proposal = 1 if self._last_check is None else self.check_every_s * self._interval / max(now - self._last_check, 1e-9)
+        proposal = 1.0
+        if self._last_check is not None:  # as many steps as took check_every_s lately
+            proposal = self.check_every_s * self._interval / max(now - self._last_check, 1e-9)
         state = torch.tensor([self.signum or 0, max(1, int(proposal))], device=trainer.strategy.root_device)
         dist.all_reduce(state, op=dist.ReduceOp.MAX)
         signum, self._interval = state.tolist()
@@ -163,11 +166,18 @@ class GracefulStop(Callback):
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Rank 0 learns of a dead rank as a gloo "connection reset" traceback: name the culprit.
+        # The reset can arrive a moment before the dead process is reaped, hence the short wait.
+        if isinstance(exception, Interrupted):
+            return
+        deadline = time.monotonic() + DEATH_NOTICE_S
         for rank, child in enumerate(self._children, start=1):
-            if child.poll() not in (None, 0):
+            try:
+                returncode = child.wait(timeout=max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                continue
+            if returncode:
                 print(
-                    f"error: rank {rank} (pid {child.pid}) ended with {_describe(child.returncode)}; "
-                    "rank 0 stops too",
+                    f"error: rank {rank} (pid {child.pid}) ended with {_describe(returncode)}; rank 0 stops too",
                     file=sys.stderr,
                 )
 

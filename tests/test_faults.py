@@ -1,0 +1,97 @@
+"""Faults: signals and a dead rank under 2-process CPU DDP, stale partial files, run directories
+that two runs could share, and the empty directory of a failed start."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import CONFIGS, QUIET, script_command, wait_for_epochs
+
+# Slow enough (lr 0.001, 200 epochs) to be interrupted mid-run on two processes.
+LONG_DDP_RUN = [
+    "--config",
+    str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
+    "--trainer.max_epochs=200",
+    "--model.optimizer.lr=0.001",
+    *QUIET,
+]
+STOP_DEADLINE_S = 30
+
+
+def live_members(group: int) -> list[int]:
+    """Pids of the process group's processes that have not ended (zombies count as ended)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            state, _, pgrp = (entry / "stat").read_text().rpartition(")")[2].split()[:3]
+        except (OSError, ValueError):  # not a process, or it ended while being read
+            continue
+        if int(pgrp) == group and state != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def wait_until_all_ended(process: subprocess.Popen, deadline_s: float) -> float:
+    """Poll (bounded) until the launcher and every process of its group have ended; the seconds taken."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        if process.poll() is not None and not live_members(process.pid):
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"still running {deadline_s} s after the fault: {live_members(process.pid)}")
+
+
+@pytest.fixture
+def ddp_run(tmp_path):
+    """Start the long DDP run in its own process group (like a terminal job); kill what is left."""
+    log = tmp_path / "output.txt"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            script_command("train.py", *LONG_DDP_RUN),
+            cwd=tmp_path,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    yield process, tmp_path / "logs/d2l/version_0/checkpoints/last.ckpt", log
+    for pid in live_members(process.pid):
+        os.kill(pid, signal.SIGKILL)
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "target, signum",
+    [("launcher", signal.SIGTERM), ("launcher", signal.SIGINT), ("group", signal.SIGINT)],
+    ids=["sigterm-launcher", "sigint-launcher", "sigint-group"],
+)
+def test_a_signal_stops_every_rank_with_a_loadable_last_checkpoint(ddp_run, target, signum):
+    process, last, log = ddp_run
+    before = wait_for_epochs(last, process, epochs=2)
+    assert len(live_members(process.pid)) == 2  # the launcher (rank 0) and rank 1
+    if target == "launcher":
+        process.send_signal(signum)
+    else:  # Ctrl-C in a terminal: every process of the foreground group
+        os.killpg(process.pid, signum)
+    wait_until_all_ended(process, STOP_DEADLINE_S)
+    assert process.returncode == 128 + signum, log.read_text()[-3000:]
+    after = torch.load(last, weights_only=True)
+    assert after["global_step"] > before["global_step"]
+    assert "interrupted at epoch" in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_rank_0_with_its_name(ddp_run):
+    process, last, log = ddp_run
+    wait_for_epochs(last, process, epochs=2)
+    (rank_1,) = [pid for pid in live_members(process.pid) if pid != process.pid]
+    os.kill(rank_1, signal.SIGKILL)
+    wait_until_all_ended(process, STOP_DEADLINE_S)
+    assert process.returncode not in (0, None)
+    assert f"error: rank 1 (pid {rank_1}) ended with signal SIGKILL; rank 0 stops too" in log.read_text()
