@@ -1,6 +1,7 @@
 """Faults: signals and a dead rank under 2-process CPU DDP, stale partial files, run directories
 that two runs could share, and the empty directory of a failed start."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
+from linreg_pl.errors import InputError
 from tests.helpers import CONFIGS, QUIET, script_command, wait_for_epochs
 
 # Slow enough (lr 0.001, 200 epochs) to be interrupted mid-run on two processes.
@@ -95,3 +98,82 @@ def test_a_killed_rank_ends_rank_0_with_its_name(ddp_run):
     wait_until_all_ended(process, STOP_DEADLINE_S)
     assert process.returncode not in (0, None)
     assert f"error: rank 1 (pid {rank_1}) ended with signal SIGKILL; rank 0 stops too" in log.read_text()
+
+
+def files_and_bytes(root: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def test_partial_files_of_a_killed_save_are_removed_at_the_next_start(train_run, in_tmp):
+    summary = train_run("--trainer.max_epochs=1")
+    checkpoints = Path(summary["checkpoints"]["last"]).parent
+    # What SIGKILL during a save leaves: the writer's pid is gone (beyond any pid_max).
+    stale = checkpoints / ".best-epoch0-step80.ckpt.999999999.partial"
+    stale.write_bytes(b"half a checkpoint")
+    saving_now = checkpoints / f".last.ckpt.{os.getpid()}.partial"  # a live writer's file stays
+    saving_now.write_bytes(b"being written")
+    train_run("--trainer.max_epochs=2", f"--ckpt_path={summary['checkpoints']['last']}")
+    assert not stale.exists() and saving_now.exists()
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_get_their_own_directories(tmp_path):
+    runs = [
+        subprocess.Popen(
+            script_command("train.py", "--trainer.max_epochs=1", *QUIET),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr[-2000:]
+    run_dirs = sorted((tmp_path / "logs" / "d2l").iterdir())
+    assert [path.name for path in run_dirs] == ["version_0", "version_1"]
+    for run_dir in run_dirs:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["run_dir"] == str(run_dir.resolve())
+        assert [p.name for p in (run_dir / "checkpoints").glob("*.ckpt")].count("last.ckpt") == 1
+        assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one writer per directory
+
+
+def test_a_named_version_is_refused_unless_resumed(train_run, in_tmp):
+    mine = ["--trainer.logger.init_args.version=mine", "--trainer.max_epochs=1"]
+    first = train_run(*mine)
+    before = files_and_bytes(in_tmp / "logs")
+    with pytest.raises(InputError, match=r"version='mine': '.*mine' holds an earlier run; choose another version"):
+        train_run(*mine)
+    assert files_and_bytes(in_tmp / "logs") == before
+    resumed = train_run(
+        "--trainer.logger.init_args.version=mine",
+        "--trainer.max_epochs=2",
+        f"--ckpt_path={first['checkpoints']['last']}",
+    )
+    assert resumed["epochs"] == 2 and resumed["run_dir"] == first["run_dir"]
+
+
+class BreaksBeforeTheFirstStep(Callback):
+    """A training error after the run directory is made and before any step."""
+
+    def on_train_start(self, trainer, pl_module):
+        raise RuntimeError("broken before the first step")
+
+
+BREAK = "--trainer.callbacks+=tests.test_faults.BreaksBeforeTheFirstStep"
+
+
+def test_a_failed_start_leaves_no_run_directory(train_run, in_tmp):
+    with pytest.raises(RuntimeError, match="broken before the first step"):
+        train_run(BREAK)
+    assert list((in_tmp / "logs" / "d2l").iterdir()) == []
+
+
+def test_a_failed_resume_keeps_the_directory_it_resumed(train_run, in_tmp):
+    first = train_run("--trainer.logger.init_args.version=kept", "--trainer.max_epochs=1")
+    before = files_and_bytes(Path(first["run_dir"]))
+    with pytest.raises(RuntimeError, match="broken before the first step"):
+        train_run("--trainer.logger.init_args.version=kept", f"--ckpt_path={first['checkpoints']['last']}", BREAK)
+    assert set(before) <= set(files_and_bytes(Path(first["run_dir"])))
