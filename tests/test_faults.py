@@ -5,14 +5,18 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from linreg_pl.errors import InputError
+from linreg_pl.runs import claim_run_dir
 from tests.helpers import CONFIGS, QUIET, script_command, wait_for_epochs
 
 # Slow enough (lr 0.001, 200 epochs) to be interrupted mid-run on two processes.
@@ -116,6 +120,21 @@ def test_partial_files_of_a_killed_save_are_removed_at_the_next_start(train_run,
     assert not stale.exists() and saving_now.exists()
 
 
+def test_runs_claiming_at_the_same_moment_get_distinct_versions(tmp_path):
+    loggers = [TensorBoardLogger(tmp_path, name="exp") for _ in range(8)]  # none has looked yet
+    start = threading.Barrier(len(loggers))
+
+    def claim(logger):
+        start.wait()
+        return claim_run_dir(logger)
+
+    with ThreadPoolExecutor(len(loggers)) as pool:
+        claimed = list(pool.map(claim, loggers))
+    assert sorted(path.name for path, _ in claimed) == [f"version_{n}" for n in range(8)]
+    assert all(created and path.is_dir() for path, created in claimed)
+    assert sorted(Path(logger.log_dir) for logger in loggers) == sorted(path for path, _ in claimed)
+
+
 @pytest.mark.slow
 def test_two_runs_started_together_get_their_own_directories(tmp_path):
     runs = [
@@ -137,7 +156,8 @@ def test_two_runs_started_together_get_their_own_directories(tmp_path):
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["run_dir"] == str(run_dir.resolve())
         assert [p.name for p in (run_dir / "checkpoints").glob("*.ckpt")].count("last.ckpt") == 1
-        assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # one writer per directory
+        # events.out.tfevents.<time>.<host>.<pid>.<n>: every event file of a directory from one process
+        assert len({path.name.split(".")[-2] for path in run_dir.glob("events.out.tfevents.*")}) == 1
 
 
 def test_a_named_version_is_refused_unless_resumed(train_run, in_tmp):
