@@ -25,6 +25,8 @@ import torch.distributed as dist
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import Callback
 
+from linreg_pl.errors import InputError
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 DEATH_NOTICE_S = 1.0
 
@@ -59,6 +61,10 @@ class GracefulStop(Callback):
     """
 
     def __init__(self, check_every_s: float = 0.5, grace_s: float = 20.0) -> None:
+        if not check_every_s >= 0:
+            raise InputError(f"GracefulStop check_every_s={check_every_s} must be >= 0 (0 checks every step).")
+        if not grace_s > 0:
+            raise InputError(f"GracefulStop grace_s={grace_s} must be > 0 seconds.")
         self.check_every_s = check_every_s
         self.grace_s = grace_s
         self.signum: int | None = None

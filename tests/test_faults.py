@@ -16,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from linreg_pl.errors import InputError
+from linreg_pl.interrupts import Interrupted
 from linreg_pl.runs import claim_run_dir
 from tests.helpers import CONFIGS, QUIET, script_command, wait_for_epochs
 
@@ -197,3 +198,19 @@ def test_a_failed_resume_keeps_the_directory_it_resumed(train_run, in_tmp):
     with pytest.raises(RuntimeError, match="broken before the first step"):
         train_run("--trainer.logger.init_args.version=kept", f"--ckpt_path={first['checkpoints']['last']}", BREAK)
     assert set(before) <= set(files_and_bytes(Path(first["run_dir"])))
+
+
+class CtrlCAtStep5(Callback):
+    """Ctrl-C to this very process after the fifth training step."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_alone_stops_at_the_next_step_saves_and_restores_the_handler(train_run, in_tmp):
+    with pytest.raises(Interrupted) as stopped:
+        train_run("--trainer.callbacks+=tests.test_faults.CtrlCAtStep5")
+    assert stopped.value.code == 130
+    assert torch.load(in_tmp / "logs/d2l/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"] == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
