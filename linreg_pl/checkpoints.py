@@ -16,7 +16,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from linreg_pl.errors import InputError
-from linreg_pl.files import atomic_open
+from linreg_pl.files import PARTIAL_SUFFIX, atomic_open
+from linreg_pl.interrupts import Interrupted
+
+LIGHTNING_INTERRUPTS = (KeyboardInterrupt, SIGTERMException)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -42,25 +45,70 @@ class LastCheckpoint(Callback):
 
     ``ModelCheckpoint(save_last=True)`` writes it only in epochs that improved the monitored
     metric, so a run resumed with ``--ckpt_path last`` could silently repeat epochs. A diverged
-    run writes nothing: the last good checkpoint stays.
+    run writes nothing: the last good checkpoint stays. At the start of fitting, rank 0 removes
+    the partial files that a killed save left in the checkpoint directories of the run.
     """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last = last_checkpoint_path(trainer)
+        if trainer.is_global_zero:
+            for directory in {p.parent for p in (last, trainer.ckpt_path and Path(trainer.ckpt_path)) if p}:
+                remove_stale_partials(directory)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         path = last_checkpoint_path(trainer)
         if path is not None and not trainer.fast_dev_run and not trainer.sanity_checking:
-            trainer.save_checkpoint(path)
+            trainer.save_checkpoint(path, weights_only=False)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         path = last_checkpoint_path(trainer)
-        if path is None or trainer.fast_dev_run or not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+        if path is None or trainer.fast_dev_run or trainer.state.fn != "fit":
             return
-        trainer.save_checkpoint(path)
+        # trainer.save_checkpoint ends in a barrier: only safe where every rank raised at the same
+        # step (GracefulStop's Interrupted), or alone. Lightning's own interrupts reach the ranks
+        # at different steps.
+        alone = trainer.world_size == 1
+        if not isinstance(exception, Interrupted) and not (alone and isinstance(exception, LIGHTNING_INTERRUPTS)):
+            return
+        trainer.save_checkpoint(path, weights_only=False)
         if trainer.is_global_zero:
             print(
                 f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {path}; "
                 "continue with --ckpt_path last",
                 file=sys.stderr,
             )
+
+
+def remove_stale_partials(directory: str | os.PathLike) -> list[Path]:
+    """Delete the ``.NAME.PID.partial`` files of ``atomic_open`` whose writer is no longer alive
+    (killed mid-save); returns them. Those of a live process (a run saving now) stay.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> dead, live = folder / ".last.ckpt.999999999.partial", folder / f".last.ckpt.{os.getpid()}.partial"
+    >>> _ = dead.write_bytes(b"x"), live.write_bytes(b"x")
+    >>> [p.name for p in remove_stale_partials(folder)], sorted(p.name for p in folder.iterdir())
+    (['.last.ckpt.999999999.partial'], ['.last.ckpt...partial'])
+    """
+    removed = []
+    for partial in Path(directory).glob(f".*{PARTIAL_SUFFIX}"):
+        pid = partial.name[: -len(PARTIAL_SUFFIX)].rpartition(".")[2]
+        if pid.isdigit() and not _is_alive(int(pid)):
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+    return removed
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
 from linreg_pl.parse_errors import one_line
 from linreg_pl.report import RunReport
+from linreg_pl.runs import run_directory
 from linreg_pl.source_args import reset_flags, source_layers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -151,25 +152,24 @@ def train(args: list[str] | None = None) -> dict:
     """Fit, then test the trained model; returns the summary the ``RunReport`` callback wrote."""
     cli = TrainCLI(args)
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
-    if trainer.logger is not None:
-        # Fix the run's version_N now: under ddp_spawn, fit and test run in fresh processes that
-        # would otherwise each take the next free version directory.
-        _ = trainer.logger.version
-    if not model.automatic_optimization and (trainer.gradient_clip_val or trainer.accumulate_grad_batches > 1):
-        raise InputError(
-            f"data.steps_per_batch={datamodule.steps_per_batch} runs several optimizer steps per batch, which "
-            "Lightning's gradient clipping and accumulation do not support; drop --trainer.gradient_clip_val and "
-            "--trainer.accumulate_grad_batches, or set data.steps_per_batch 1."
-        )
-    ckpt_path = resolve_checkpoint(cli.config.ckpt_path, trainer)
-    if ckpt_path is not None:
-        check_matches(read_checkpoint(ckpt_path), ckpt_path, datamodule.n_features, datamodule.n_targets)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    # The trained model itself is tested (and reported): the answer training reached, which is the
-    # least-squares optimum once StopAtOptimum stops it. It is also last.ckpt.
-    trainer.test(model, datamodule=datamodule, verbose=False)
-    report = next((c for c in trainer.callbacks if isinstance(c, RunReport)), None)
-    return report.summary if report is not None else {}
+    # Claims version_N now (atomically; under ddp_spawn, fit and test run in fresh processes that
+    # would otherwise each take the next free one) and removes it again if the run fails to start.
+    with run_directory(trainer, cli.config.ckpt_path):
+        if not model.automatic_optimization and (trainer.gradient_clip_val or trainer.accumulate_grad_batches > 1):
+            raise InputError(
+                f"data.steps_per_batch={datamodule.steps_per_batch} runs several optimizer steps per batch, which "
+                "Lightning's gradient clipping and accumulation do not support; drop --trainer.gradient_clip_val and "
+                "--trainer.accumulate_grad_batches, or set data.steps_per_batch 1."
+            )
+        ckpt_path = resolve_checkpoint(cli.config.ckpt_path, trainer)
+        if ckpt_path is not None:
+            check_matches(read_checkpoint(ckpt_path), ckpt_path, datamodule.n_features, datamodule.n_targets)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        # The trained model itself is tested (and reported): the answer training reached, which is
+        # the least-squares optimum once StopAtOptimum stops it. It is also last.ckpt.
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        report = next((c for c in trainer.callbacks if isinstance(c, RunReport)), None)
+        return report.summary if report is not None else {}
 
 
 def cli_main(args: list[str] | None = None) -> None:

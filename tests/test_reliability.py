@@ -3,14 +3,13 @@
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from linreg_pl.errors import InputError, TrainingDiverged
-from tests.helpers import script_command
+from tests.helpers import script_command, wait_for_epochs
 
 D2L_FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -36,17 +35,6 @@ def test_divergence_keeps_the_last_good_checkpoint(train_run, in_tmp):
 def last_checkpoint_weights(run_root: Path, version: int) -> torch.Tensor:
     checkpoint = torch.load(run_root / f"version_{version}" / "checkpoints" / "last.ckpt", weights_only=True)
     return torch.cat([checkpoint["state_dict"]["linear.weight"].ravel(), checkpoint["state_dict"]["linear.bias"]])
-
-
-def wait_for_epochs(path: Path, process: subprocess.Popen, epochs: int, deadline_s: float = 120):
-    """Poll (bounded) until the run has written last.ckpt for ``epochs`` finished epochs."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the run ended before it could be interrupted"
-        if path.is_file() and torch.load(path, weights_only=True)["epoch"] >= epochs - 1:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no checkpoint of epoch {epochs} within {deadline_s} s")
 
 
 # Small lr and many epochs: slow enough to be interrupted mid-run, deterministic from any epoch.

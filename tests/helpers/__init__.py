@@ -1,6 +1,8 @@
 """Helpers shared by the tests: paths, subprocess commands and independent reference answers."""
 
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +30,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_for_epochs(path: Path, process: subprocess.Popen, epochs: int, deadline_s: float = 120) -> dict:
+    """Poll (bounded) until the run has written last.ckpt for ``epochs`` finished epochs; returns it."""
+    import torch
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        if path.is_file() and (checkpoint := torch.load(path, weights_only=True))["epoch"] >= epochs - 1:
+            return checkpoint
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint of epoch {epochs} within {deadline_s} s")
