@@ -223,12 +223,12 @@ class SandwichMeat(Metric):
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         centred = x - self.mean_x
         residual = y - x @ self.weight.T - self.bias  # (m, t)
-        leverage = np.einsum("ij,jk,ik->i", centred, self.inverse, centred)
+        leverage = ((centred @ self.inverse) * centred).sum(axis=1)
         z = np.hstack([np.ones((len(x), 1)), centred]) if self.fit_intercept else centred
         if self.fit_intercept:
             leverage = leverage + 1 / self.count
         for name, weights in (("hc0", residual**2), ("hc3", (residual / (1 - leverage)[:, None]) ** 2)):
-            added = np.einsum("it,ip,iq->tpq", weights, z, z)
+            added = np.stack([(z * weights[:, [j]]).T @ z for j in range(weights.shape[1])])  # BLAS, not einsum
             state = getattr(self, name)
             setattr(self, name, state + torch.from_numpy(added).to(state.device))
 
