@@ -239,6 +239,25 @@ def test_nist_normal_path_gets_what_its_condition_number_allows_and_flags_the_re
         assert QRFactor.of(x, y).factor(fit_intercept=spec["has_intercept"]).rank == x.shape[1]
 
 
+@pytest.mark.parametrize("answer", nist_sets(), ids=lambda p: p.stem if p else "absent")
+def test_nist_certified_statistics_from_the_qr_path(answer):
+    """Standard errors, residual SD, R² and F against NIST's certified values: >= 7 digits
+    (Wampler1 and 2 fit exactly: their certified SEs and residual SD are 0, R² is 1)."""
+    from linreg_pl.statistics import ols_inference
+
+    spec, x, y, _ = load_nist(answer)
+    certified = spec["certified"]
+    fit = ols_inference(QRFactor.of(x, y), spec["features"], ["y"], fit_intercept=spec["has_intercept"])
+    fit = fit["targets"]["y"]
+    assert fit["r_squared"] == pytest.approx(certified["r_squared"], rel=1e-7)
+    if certified["residual_sd"] == 0:
+        assert fit["residual_std_error"] < 1e-8 * np.abs(y).max()
+        return
+    assert significant_digits(np.array(fit["std_error"]), np.array(certified["parameter_std_errors"])).min() >= 7
+    assert significant_digits(fit["residual_std_error"], certified["residual_sd"]) >= 7
+    assert significant_digits(fit["f_statistic"], certified["anova"]["f_statistic"]) >= 7
+
+
 def _metric_in_process(rank, world_size, port, method, x, y, queue):
     import torch.distributed as dist
 
