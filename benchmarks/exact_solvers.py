@@ -97,20 +97,26 @@ def main() -> None:
     x, y = make_data(args.rows, args.features)
     rows = [
         ("sklearn LinearRegression", lambda: sklearn_fit(x, y)),
-        ("statsmodels OLS (+ bse)", lambda: statsmodels_fit(x, y)),
-        ("linreg_pl normal", lambda: ours(x, y, "normal")),
         ("linreg_pl qr", lambda: ours(x, y, "qr")),
+        ("linreg_pl normal", lambda: ours(x, y, "normal")),
+        ("statsmodels OLS (+ bse)", lambda: statsmodels_fit(x, y)),
         ("linreg_pl normal + inference", lambda: ours(x, y, "normal", inference=True)),
         ("linreg_pl qr + inference", lambda: ours(x, y, "qr", inference=True)),
         ("linreg_pl qr + inference + HC pass", lambda: ours(x, y, "qr", inference=True, robust=True)),
     ]
-    results = {name: timed(function, args.repeats) for name, function in rows}
-    baseline = results[rows[0][0]][0]
-    reference = results["linreg_pl qr"][1]
     print(f"{args.rows} rows x {args.features} features, median of {args.repeats}; digits vs linreg_pl qr")
-    print(f"{'row':<36}{'time s':>10}{'ratio':>9}{'digits':>8}")
-    for name, (seconds, answer) in results.items():
-        print(f"{name:<36}{seconds:>10.3f}{seconds / baseline:>9.2f}{digits(answer, reference):>8.1f}")
+    print(f"{'row':<36}{'time s':>10}{'ratio':>9}{'digits':>8}", flush=True)
+    # The baseline and the reference first, then each row as soon as it is measured.
+    baseline, baseline_answer = timed(rows[0][1], args.repeats)
+    reference_seconds, reference = timed(rows[1][1], args.repeats)
+
+    def report(name: str, seconds: float, answer: np.ndarray) -> None:
+        print(f"{name:<36}{seconds:>10.3f}{seconds / baseline:>9.2f}{digits(answer, reference):>8.1f}", flush=True)
+
+    report(rows[0][0], baseline, baseline_answer)
+    report(rows[1][0], reference_seconds, reference)
+    for name, function in rows[2:]:
+        report(name, *timed(function, args.repeats))
 
 
 if __name__ == "__main__":
