@@ -61,3 +61,18 @@ def prediction_figure(y: np.ndarray, predicted: np.ndarray, target_names: list[s
         right.set(xlabel=f"predicted {name}", ylabel="residual (actual - predicted)")
     figure.suptitle(title)
     return figure
+
+
+def ridge_path_figure(path: dict, title: str = "") -> Figure:
+    """The generalized cross-validation error against l2 (``linreg_pl.statistics.ridge_path``),
+    the best l2 marked; l2 = 0 stays on the axis (symmetric log scale)."""
+    figure, axes = plt.subplots(figsize=(6, 4.5), layout="constrained")
+    axes.plot(path["l2"], path["gcv"], marker="o", color="tab:blue", label="GCV (mean over targets)")
+    axes.plot(
+        [path["best_l2"]], [path["best_gcv"]], "*", color="tab:red", ms=14, label=f"best l2 = {path['best_l2']:.3g}"
+    )
+    positive = [value for value in path["l2"] if value > 0]
+    axes.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+    axes.set(xlabel="l2", ylabel="GCV error (standardized units)", title=title or "ridge selection")
+    axes.legend()
+    return figure
