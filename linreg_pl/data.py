@@ -176,7 +176,7 @@ class RegressionDataModule(L.LightningDataModule):
         n_val, n_test = (_share(n, f) for f in (val_fraction, test_fraction))
         if n - n_val - n_test < 1:
             raise InputError(
-                f"the dataset has {n} rows, too few for val_fraction={val_fraction} and "
+                f"the dataset has {n} row{'s' if n != 1 else ''}, too few for val_fraction={val_fraction} and "
                 f"test_fraction={test_fraction} (each non-zero share keeps at least one row); "
                 "lower the fractions or set them to 0."
             )
@@ -189,6 +189,12 @@ class RegressionDataModule(L.LightningDataModule):
         if standardize_features is None:
             standardize_features = source.standardize_by_default
         self.standardize_features, self.standardize_target = standardize_features, standardize_target
+        if len(self.indices["train"]) < 2 and (standardize_features or standardize_target):
+            raise InputError(
+                f"the training split has {len(self.indices['train'])} row of {n}; standardizing needs at least 2 to "
+                "measure a spread: add rows, lower data.val_fraction and data.test_fraction, or set "
+                "data.standardize_features=false (and data.standardize_target=false)."
+            )
         x_train, y_train = self.arrays("train")
         self.scaling = Scaling.fit(
             x_train, y_train, standardize_features, standardize_target, self.feature_names, self.target_names
@@ -317,6 +323,7 @@ def check_range(table: Table, dtype: torch.dtype) -> None:
         return
     info = torch.finfo(dtype)
     high, low = math.sqrt(info.max / n), math.sqrt(info.tiny)
+    dtype_name = str(dtype).removeprefix("torch.")
     names = table.feature_names + table.target_names
     magnitude = np.abs(np.hstack([table.x, table.y])).max(axis=0)
     if dtype == torch.float64:
@@ -325,13 +332,13 @@ def check_range(table: Table, dtype: torch.dtype) -> None:
         fix = "train in float64 with --trainer.precision 64-true, or rescale them (e.g. express them in other units)"
     if huge := [name for name, m in zip(names, magnitude, strict=True) if m > high]:
         raise InputError(
-            f"column(s) {huge} hold values up to {magnitude.max():.3g}, too large for {dtype} training on {n} rows: "
-            f"the loss sums squares of values in the original units, which overflows beyond |value| = {high:.3g}; "
-            f"{fix}."
+            f"column(s) {huge} hold values up to {magnitude.max():.3g}, too large for {dtype_name} training on "
+            f"{n} rows: the loss sums squares of values in the original units, which overflows beyond "
+            f"|value| = {high:.3g}; {fix}."
         )
     if tiny := [name for name, m in zip(names, magnitude, strict=True) if 0 < m < low]:
         largest = max(m for name, m in zip(names, magnitude, strict=True) if name in tiny)
         raise InputError(
-            f"column(s) {tiny} hold values no larger than {largest:.3g}, too small for {dtype} training: their "
+            f"column(s) {tiny} hold values no larger than {largest:.3g}, too small for {dtype_name} training: their "
             f"squares underflow below |value| = {low:.3g}; {fix}."
         )
