@@ -486,7 +486,7 @@ def numeric_columns(frame, names: list[str], path: Path, drop_missing: bool = Fa
         used = used.dropna()
         if used.empty:
             raise InputError(
-                f"every row of '{path}' has a missing value in a used column ({counts} of {len(frame)} rows); "
+                f"every row of '{path}' has a missing value in a used column (missing of {len(frame)} rows: {counts}); "
                 "leave the emptiest column(s) out with --data.source.features, or fill them in."
             )
     return used

@@ -115,3 +115,84 @@ def test_csv_drop_missing_drops_only_incomplete_rows(tmp_path):
     path = write(tmp_path / "d.csv", "a,b,y\n1,,3\n2,4,5\n3,6,7\n")
     table = CSVSource(str(path), target="y", drop_missing=True).load()
     np.testing.assert_array_equal(table.x, [[2, 4], [3, 6]])
+
+
+REFERENCE = "a,b,y\n1.5,-2,10.25\n2.5,3e2,20\n"
+
+
+@pytest.mark.parametrize(
+    "content, kwargs, said",
+    [
+        ("a;b;y\n1,5;-2;10,25\n2,5;3e2;20\n", {}, "as ';'-separated with decimal commas"),
+        ("a\tb\ty\n1.5\t-2\t10.25\n2.5\t3e2\t20\n", {}, "as '\\t'-separated"),
+        ("a|b|y\n1.5|-2|10.25\n2.5|3e2|20\n", {}, "as '|'-separated"),
+        ("# exported by a logger\n\n# units: SI\n" + REFERENCE, {}, "below 3 comment or blank line(s)"),
+        ('"rooms, total";b;y\n1,5;-2;10,25\n2,5;3e2;20\n', {}, "as ';'-separated with decimal commas"),
+        ("a;b;y\n1.5;-2;10.25\n2.5;3e2;20\n", {"delimiter": ";"}, None),  # given, so nothing to say
+        ("a\tb\ty\n1,5\t-2\t10,25\n2,5\t3e2\t20\n", {"delimiter": "\\t", "decimal": ","}, None),
+        ("a;b;y\n1,5;-2;10,25\n2,5;3e2;20\n", {"decimal": ","}, "as ';'-separated"),
+    ],
+)
+def test_csv_layout_is_detected_and_said(tmp_path, capsys, content, kwargs, said):
+    table = CSVSource(str(write(tmp_path / "d.csv", content)), target="y", **kwargs).load()
+    np.testing.assert_array_equal(table.x, [[1.5, -2], [2.5, 300]])
+    np.testing.assert_array_equal(table.y, [[10.25], [20]])
+    stderr = capsys.readouterr().err
+    if said is None:
+        assert stderr == ""
+    else:
+        assert stderr.strip() == f"read '{tmp_path / 'd.csv'}' {said}"
+
+
+def test_plain_csv_is_read_silently_and_keeps_decimal_points(tmp_path, capsys):
+    table = CSVSource(str(write(tmp_path / "d.csv", REFERENCE)), target="y").load()
+    np.testing.assert_array_equal(table.x, [[1.5, -2], [2.5, 300]])
+    assert capsys.readouterr().err == ""
+
+
+def test_sniff_layout_prefers_the_separator_that_keeps_fields_numeric():
+    from linreg_pl.sources import sniff_layout
+
+    # A comma inside a semicolon file's header splits as many fields as the semicolons do.
+    assert sniff_layout("rooms, total;y\n1;2\n3;4\n").delimiter == ";"
+    assert sniff_layout("a;b\n").delimiter == ";"  # header only
+    assert sniff_layout("a,b\n1,2\n", decimal=",").delimiter != ","  # a decimal comma rules out the comma
+    assert sniff_layout("a\n1\n2\n").delimiter == ","  # one column: nothing better than the default
+    assert sniff_layout("a;b\n1.5;2,5\n").decimal == "."  # mixed marks: not a decimal-comma file
+
+
+@pytest.mark.parametrize(
+    "content, kwargs, match",
+    [
+        (
+            "a b y\n1 2 3\n",
+            {},
+            r"column 'y' is not in .*\['a b y'\].* one column.*--data.source.delimiter",
+        ),
+        ("a b\n1 2\n", {"target": "a b"}, r"no feature column besides .*--data.source.delimiter"),
+        (
+            "a,b,y\n1,,3\n2,,4\n",
+            {},
+            r"feature column\(s\) \['b'\] .* no values .*--data.source.features '\[\"a\"\]'",
+        ),
+        ("a,b,y\n1,2,\n2,3,\n", {}, r"target column\(s\) \['y'\] .* have no values"),
+        ("a,b,y\n1,,3\n,4,5\n", {"drop_missing": True}, r"every row .* missing value .*of 2 rows: 'a': 1, 'b': 1\)"),
+        ("a,a,y\n1,2,3\n", {}, r"names column\(s\) \['a'\] more than once; give each column a unique name"),
+        ("a,b,y\n1,2,3,4\n", {}, r"more fields than its header .*--data.source.delimiter"),
+        ("a,b,y\n1,2,3\n4,5,6,7\n", {}, r"more fields than its header"),
+        ("a;b;y\n", {}, "header but no data rows"),
+        ("# only a comment\n", {}, "is empty"),
+        ("a,b,y\n1,2,3\n", {"delimiter": "ab"}, r"delimiter='ab' must be one character"),
+        ("a,b,y\n1,2,3\n", {"decimal": ";"}, r"decimal=';' must be '.' or ','"),
+        ("a,b,y\n1,2,3\n", {"delimiter": ",", "decimal": ","}, r"delimiter=',' and decimal=',' are the same character"),
+    ],
+)
+def test_csv_layout_errors_name_the_fix(tmp_path, content, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        CSVSource(str(write(tmp_path / "d.csv", content)), **{"target": "y", **kwargs}).load()
+
+
+def test_repeated_names_outside_the_header_are_fine_and_unused_columns_stay_unread(tmp_path):
+    # 'a.1' is a real name here, not pandas' renaming of a second 'a'.
+    table = CSVSource(str(write(tmp_path / "d.csv", "a,a.1,y\n1,2,3\n")), target="y").load()
+    assert table.feature_names == ["a", "a.1"]
