@@ -170,9 +170,8 @@ def test_batches_follow_the_trainer_precision(precision, dtype):
     trainer.fit(LinearRegression(n_features=1), datamodule=dm)
     x_batch, y_batch = seen[0]
     assert x_batch.dtype == y_batch.dtype == dtype
-    np.testing.assert_array_equal(
-        np.sort(y_batch.numpy().ravel()), np.asarray(y, dtype=dtype_to_numpy(dtype))
-    )  # shuffled
+    shuffled = np.sort(y_batch.numpy().ravel())
+    np.testing.assert_array_equal(shuffled, np.asarray(y, dtype=dtype_to_numpy(dtype)))
 
 
 def test_64_true_accepts_values_beyond_float32():
