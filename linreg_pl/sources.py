@@ -553,7 +553,7 @@ def _say_what_was_detected(path: Path, layout: CSVLayout, delimiter: str | None,
     if decimal is None and layout.decimal == ",":
         changes.append("with decimal commas")
     if layout.skip_lines:
-        changes.append(f"below {layout.skip_lines} comment or blank line(s)")
+        changes.append(f"skipping {layout.skip_lines} comment or blank line(s) above the header")
     if changes:
         print(f"read '{path}' {' '.join(changes)}", file=sys.stderr)
 
