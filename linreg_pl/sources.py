@@ -319,10 +319,6 @@ class CSVSource(DataSource):
         self.delimiter = _checked_delimiter(delimiter)
         if decimal not in (None, ".", ","):
             raise InputError(f"decimal={decimal!r} must be '.' or ','.")
-        if decimal is not None and decimal == self.delimiter:
-            raise InputError(
-                f"delimiter={delimiter!r} and decimal={decimal!r} are the same character; they must differ."
-            )
         self.decimal = decimal
 
     def config(self) -> dict:
@@ -396,8 +392,7 @@ def sniff_layout(sample: str, delimiter: str | None = None, decimal: str | None 
         skip += 1
     body = [line for line in lines[skip:] if line.strip()]
     if delimiter is None:
-        candidates = [d for d in DELIMITERS if d != decimal]
-        delimiter = max(candidates, key=lambda d: _delimiter_score(body, d)) if body else candidates[0]
+        delimiter = max(DELIMITERS, key=lambda d: _delimiter_score(body, d)) if body else ","
     if decimal is None:
         fields = [f.strip() for row in csv.reader(body[1:], delimiter=delimiter) for f in row]
         comma_numbers = delimiter != "," and any(_COMMA_NUMBER.fullmatch(f) for f in fields)
@@ -445,9 +440,17 @@ def read_csv(path: Path, delimiter: str | None = None, decimal: str | None = Non
         ) from None
     _say_what_was_detected(path, layout, delimiter, decimal)
     frame.columns = [str(c).strip() for c in frame.columns]
-    # pandas renames a repeated name 'a' to 'a.1': a name the user never wrote, so refuse instead.
+    # pandas renames a repeated name 'a' to 'a.1' and calls a nameless column 'Unnamed: 3': names the
+    # user never wrote. Refuse those, except nameless empty columns (a delimiter ending every line).
     header = _header_names(sample, layout)
-    if duplicated := sorted({name for name in header if header.count(name) > 1}):
+    if len(header) == len(frame.columns):
+        nameless = [i for i, name in enumerate(header) if not name]
+        if named_later := [i + 1 for i in nameless if frame.iloc[:, i].notna().any()]:
+            raise InputError(
+                f"column(s) {named_later} of '{path}' hold values but have no name in the header; name them."
+            )
+        frame = frame.drop(columns=frame.columns[nameless])
+    if duplicated := sorted({name for name in header if name and header.count(name) > 1}):
         raise InputError(
             f"the header of '{path}' names column(s) {duplicated} more than once; give each column a unique name."
         )
@@ -470,9 +473,12 @@ def numeric_columns(frame, names: list[str], path: Path, drop_missing: bool = Fa
     for name in used.columns:
         if not pd.api.types.is_numeric_dtype(used[name]):
             bad = used[name][pd.to_numeric(used[name], errors="coerce").isna() & used[name].notna()]
+            example = bad.iloc[0]
+            # A quoted "1,5" in a comma-separated file: the decimal comma is not guessed there ("1,234"?).
+            hint = " (a decimal comma? pass --data.source.decimal ',')" if _COMMA_NUMBER.fullmatch(str(example)) else ""
             raise InputError(
-                f"column '{name}' in '{path}' is not numeric (e.g. {bad.iloc[0]!r} on data row "
-                f"{bad.index[0] + 1}); convert it to numbers"
+                f"column '{name}' in '{path}' is not numeric (e.g. {example!r} on data row "
+                f"{bad.index[0] + 1}{hint}); convert it to numbers"
                 + (" or leave it out with --data.source.features." if for_training else ".")
             )
     missing = used.isna().sum()

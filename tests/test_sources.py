@@ -155,12 +155,12 @@ def test_plain_csv_is_read_silently_and_keeps_decimal_points(tmp_path, capsys):
 
 
 def test_sniff_layout_prefers_the_separator_that_keeps_fields_numeric():
-    from linreg_pl.sources import sniff_layout
+    from linreg_pl.sources import CSVLayout, sniff_layout
 
     # A comma inside a semicolon file's header splits as many fields as the semicolons do.
     assert sniff_layout("rooms, total;y\n1;2\n3;4\n").delimiter == ";"
     assert sniff_layout("a;b\n").delimiter == ";"  # header only
-    assert sniff_layout("a,b\n1,2\n", decimal=",").delimiter != ","  # a decimal comma rules out the comma
+    assert sniff_layout('a,b\n"1,5",2\n', decimal=",") == CSVLayout(",", ",", 0)  # quoted decimal commas
     assert sniff_layout("a\n1\n2\n").delimiter == ","  # one column: nothing better than the default
     assert sniff_layout("a;b\n1.5;2,5\n").decimal == "."  # mixed marks: not a decimal-comma file
 
@@ -188,7 +188,8 @@ def test_sniff_layout_prefers_the_separator_that_keeps_fields_numeric():
         ("# only a comment\n", {}, "is empty"),
         ("a,b,y\n1,2,3\n", {"delimiter": "ab"}, r"delimiter='ab' must be one character"),
         ("a,b,y\n1,2,3\n", {"decimal": ";"}, r"decimal=';' must be '.' or ','"),
-        ("a,b,y\n1,2,3\n", {"delimiter": ",", "decimal": ","}, r"delimiter=',' and decimal=',' are the same character"),
+        ('a,b,y\n"1,5",2,3\n', {}, r"not numeric \(e.g. '1,5' on data row 1 \(a decimal comma\? .*decimal ','\)"),
+        ("a,,y\n1,2,3\n", {}, r"column\(s\) \[2\] of .* hold values but have no name in the header"),
     ],
 )
 def test_csv_layout_errors_name_the_fix(tmp_path, content, kwargs, match):
@@ -196,10 +197,17 @@ def test_csv_layout_errors_name_the_fix(tmp_path, content, kwargs, match):
         CSVSource(str(write(tmp_path / "d.csv", content)), **{"target": "y", **kwargs}).load()
 
 
-def test_repeated_names_outside_the_header_are_fine_and_unused_columns_stay_unread(tmp_path):
-    # 'a.1' is a real name here, not pandas' renaming of a second 'a'.
-    table = CSVSource(str(write(tmp_path / "d.csv", "a,a.1,y\n1,2,3\n")), target="y").load()
+def test_real_dotted_names_and_trailing_delimiters_are_read_as_written(tmp_path):
+    # 'a.1' is a real name here, not pandas' renaming of a second 'a'; the empty last column of a
+    # delimiter ending every line is no column at all.
+    table = CSVSource(str(write(tmp_path / "d.csv", "a,a.1,y,\n1,2,3,\n4,5,6,\n")), target="y").load()
     assert table.feature_names == ["a", "a.1"]
+    np.testing.assert_array_equal(table.x, [[1, 2], [4, 5]])
+
+
+def test_quoted_decimal_commas_in_a_comma_file_with_the_decimal_given(tmp_path):
+    table = CSVSource(str(write(tmp_path / "d.csv", 'a,y\n"1,5",2\n"2,5",3\n')), target="y", decimal=",").load()
+    np.testing.assert_array_equal(table.x, [[1.5], [2.5]])
 
 
 def rows_of(a_scale: float = 1.0, y_outlier: float | None = None, n: int = 40) -> str:
