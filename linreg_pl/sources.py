@@ -366,7 +366,7 @@ class CSVLayout:
 # Field separators tried in this order; the first wins a tie, so plain CSV stays plain.
 DELIMITERS = (",", ";", "\t", "|")
 # Enough lines to see the layout; the whole file is then read by pandas' fast C parser.
-SAMPLE_BYTES = 1 << 16
+SAMPLE_BYTES, SAMPLE_LINES = 1 << 16, 200
 _DOT_NUMBER = re.compile(r"[+-]?(\d+\.\d*|\.\d+)([eE][+-]?\d+)?")
 _COMMA_NUMBER = re.compile(r"[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?")
 _NUMBER = re.compile(r"[+-]?(\d+[.,]?\d*|[.,]\d+)([eE][+-]?\d+)?|(?i:[+-]?(nan|inf|infinity))")
@@ -390,7 +390,7 @@ def sniff_layout(sample: str, delimiter: str | None = None, decimal: str | None 
     skip = 0
     while skip < len(lines) and (not lines[skip].strip() or lines[skip].lstrip().startswith("#")):
         skip += 1
-    body = [line for line in lines[skip:] if line.strip()]
+    body = [line for line in lines[skip : skip + SAMPLE_LINES] if line.strip()]
     if delimiter is None:
         delimiter = max(DELIMITERS, key=lambda d: _delimiter_score(body, d)) if body else ","
     if decimal is None:
@@ -449,7 +449,8 @@ def read_csv(path: Path, delimiter: str | None = None, decimal: str | None = Non
             raise InputError(
                 f"column(s) {named_later} of '{path}' hold values but have no name in the header; name them."
             )
-        frame = frame.drop(columns=frame.columns[nameless])
+        if nameless:
+            frame = frame.drop(columns=frame.columns[nameless])
     if duplicated := sorted({name for name in header if name and header.count(name) > 1}):
         raise InputError(
             f"the header of '{path}' names column(s) {duplicated} more than once; give each column a unique name."
