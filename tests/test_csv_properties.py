@@ -1,7 +1,7 @@
 """Generated CSV files through the CSV source and the data module: valid data or one InputError.
 
 Files vary in delimiter, decimal mark, quoting, line endings, BOM, comment lines, missing and
-non-numeric cells, huge and tiny magnitudes, constant and repeated columns and 0-6 rows. A few
+non-numeric cells, huge and tiny magnitudes, constant and repeated columns and 0-20 rows. A few
 fixed representative files are then trained on end to end.
 """
 
