@@ -435,8 +435,8 @@ def read_csv(path: Path, delimiter: str | None = None, decimal: str | None = Non
         raise InputError(f"CSV file '{path}' could not be parsed ({error}); save it as UTF-8 CSV.") from None
     except (pd.errors.ParserError, pd.errors.ParserWarning) as error:
         raise InputError(
-            f"CSV file '{path}' has a row with more fields than its header ({error}) when split at "
-            f"{layout.delimiter!r}; quote fields that contain it, or pass the separator with --data.source.delimiter."
+            f"CSV file '{path}' does not split into its header's columns at {layout.delimiter!r} ({error}); "
+            "quote fields that contain the separator, or pass the separator with --data.source.delimiter."
         ) from None
     _say_what_was_detected(path, layout, delimiter, decimal)
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -445,9 +445,9 @@ def read_csv(path: Path, delimiter: str | None = None, decimal: str | None = Non
     header = _header_names(sample, layout)
     if len(header) == len(frame.columns):
         nameless = [i for i, name in enumerate(header) if not name]
-        if named_later := [i + 1 for i in nameless if frame.iloc[:, i].notna().any()]:
+        if unnamed_with_values := [i + 1 for i in nameless if frame.iloc[:, i].notna().any()]:
             raise InputError(
-                f"column(s) {named_later} of '{path}' hold values but have no name in the header; name them."
+                f"column(s) {unnamed_with_values} of '{path}' hold values but have no name in the header; name them."
             )
         if nameless:
             frame = frame.drop(columns=frame.columns[nameless])
