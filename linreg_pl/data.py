@@ -7,6 +7,7 @@ the model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import lightning as L
@@ -172,11 +173,12 @@ class RegressionDataModule(L.LightningDataModule):
         self.steps_per_batch = steps_per_batch if batch_size is not None else 1
         self.table = source.load()
         _check_finite(self.table)
+        check_range(self.table, torch.float64)  # the Trainer's precision is checked in setup()
         n = len(self.table.x)
         n_val, n_test = (_share(n, f) for f in (val_fraction, test_fraction))
         if n - n_val - n_test < 1:
             raise InputError(
-                f"the dataset has {n} rows, too few for val_fraction={val_fraction} and "
+                f"the dataset has {n} row{'s' if n != 1 else ''}, too few for val_fraction={val_fraction} and "
                 f"test_fraction={test_fraction} (each non-zero share keeps at least one row); "
                 "lower the fractions or set them to 0."
             )
@@ -189,6 +191,12 @@ class RegressionDataModule(L.LightningDataModule):
         if standardize_features is None:
             standardize_features = source.standardize_by_default
         self.standardize_features, self.standardize_target = standardize_features, standardize_target
+        if len(self.indices["train"]) < 2 and (standardize_features or standardize_target):
+            raise InputError(
+                f"the training split has {len(self.indices['train'])} row of {n}; standardizing needs at least 2 to "
+                "measure a spread: add rows, lower data.val_fraction and data.test_fraction, or set "
+                "data.standardize_features=false (and data.standardize_target=false)."
+            )
         x_train, y_train = self.arrays("train")
         self.scaling = Scaling.fit(
             x_train, y_train, standardize_features, standardize_target, self.feature_names, self.target_names
@@ -250,6 +258,16 @@ class RegressionDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> InMemoryBatches:
         return self._batches(self.evaluated_split("test"), train=False)
 
+    def setup(self, stage: str) -> None:
+        # The Trainer, hence the precision the data will be held in, is known only now.
+        check_range(self.table, self.dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the batches: float64 under ``--trainer.precision 64-true``, else float32."""
+        double = self.trainer is not None and self.trainer.precision == "64-true"
+        return torch.float64 if double else torch.float32
+
     def _batches(self, split: str, train: bool) -> InMemoryBatches:
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
@@ -276,11 +294,12 @@ class RegressionDataModule(L.LightningDataModule):
     def _device_tensors(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         # Moved once and kept: on a GPU every batch is then a gather in device memory.
         cached = self._tensors.get(split)
-        if cached is None or cached[0].device != device:
+        dtype = self.dtype
+        if cached is None or cached[0].device != device or cached[0].dtype != dtype:
             x, y = self.arrays(split)
             cached = (
-                torch.as_tensor(x, dtype=torch.float32, device=device),
-                torch.as_tensor(y, dtype=torch.float32, device=device),
+                torch.as_tensor(x, dtype=dtype, device=device),
+                torch.as_tensor(y, dtype=dtype, device=device),
             )
             self._tensors[split] = cached
         return cached
@@ -306,3 +325,45 @@ def _check_finite(table: Table) -> None:
         if bad.any():
             columns = [name for name, is_bad in zip(names, bad, strict=True) if is_bad]
             raise InputError(f"columns {columns} hold NaN or infinite values; fill or drop those rows.")
+
+
+def check_range(table: Table, dtype: torch.dtype) -> None:
+    """Refuse columns whose squares, summed over the rows, overflow ``dtype`` or underflow it.
+
+    The loss, the metrics and the exact solution sum squares of values in original units over up
+    to every row (standardization happens inside the model, on the raw values), so every value
+    must satisfy sqrt(tiny) <= |value| <= sqrt(max / n_rows) for the dtype (zeros aside).
+
+    Examples
+    --------
+    >>> from linreg_pl import Points
+    >>> check_range(Points(x=[1, 2], y=[0, 1e39]).load(), torch.float64)
+    >>> check_range(Points(x=[1, 2], y=[0, 1e39]).load(), torch.float32)
+    Traceback (most recent call last):
+    ...
+    linreg_pl.errors.InputError: column(s) ['y'] hold values up to 1e+39, ...
+    """
+    n = len(table.x)
+    if n == 0:
+        return
+    info = torch.finfo(dtype)
+    high, low = math.sqrt(info.max / n), math.sqrt(info.tiny)
+    dtype_name = str(dtype).removeprefix("torch.")
+    names = table.feature_names + table.target_names
+    magnitude = np.abs(np.hstack([table.x, table.y])).max(axis=0)
+    if dtype == torch.float64:
+        fix = "rescale them (e.g. express them in other units) before training"
+    else:
+        fix = "train in float64 with --trainer.precision 64-true, or rescale them (e.g. express them in other units)"
+    if huge := [name for name, m in zip(names, magnitude, strict=True) if m > high]:
+        raise InputError(
+            f"column(s) {huge} hold values up to {magnitude.max():.3g}, too large for {dtype_name} training on "
+            f"{n} rows: the loss sums squares of values in the original units, which overflows beyond "
+            f"|value| = {high:.3g}; {fix}."
+        )
+    if tiny := [name for name, m in zip(names, magnitude, strict=True) if 0 < m < low]:
+        largest = max(m for name, m in zip(names, magnitude, strict=True) if name in tiny)
+        raise InputError(
+            f"column(s) {tiny} hold values no larger than {largest:.3g}, too small for {dtype_name} training: their "
+            f"squares underflow below |value| = {low:.3g}; {fix}."
+        )

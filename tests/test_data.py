@@ -112,6 +112,82 @@ def test_too_few_rows_for_the_splits():
         RegressionDataModule(Points(x=[1, 2], y=[1, 2]), val_fraction=0.1, test_fraction=0.1)
 
 
+@pytest.mark.parametrize(
+    "x, y, match",
+    [
+        ([1, 2, 3, 1e39], [1, 2, 3, 4], r"\['x'\] hold values up to 1e\+39, too large for float32 .*64-true"),
+        ([1, 2, 3, 4], [1, 2, 3, 1e19], r"\['y'\] hold values up to 1e\+19, too large for float32 training on 4 rows"),
+        ([1, 2, 3, 4], [1e-30, 2e-30, 0, 1e-30], r"\['y'\] hold values no larger than 2e-30, too small for float32"),
+    ],
+)
+def test_values_float32_cannot_square_are_refused_once_the_precision_is_known(x, y, match):
+    dm = RegressionDataModule(Points(x=x, y=y), val_fraction=0, test_fraction=0, batch_size=None)  # float64 is fine
+    with pytest.raises(InputError, match=match):
+        dm.setup("fit")  # no Trainer: float32
+
+
+def test_the_range_limit_is_where_float32_sums_of_squares_overflow():
+    # 4 rows: sqrt(float32 max / 4) = 9.2e18. Independent check: the float32 sum of squares itself.
+    for value, refused in ((9e18, False), (1e19, True)):
+        y = [value, value, value, value]
+        assert torch.isinf(torch.tensor(y, dtype=torch.float32).square().sum()) == refused
+        dm = RegressionDataModule(Points(x=[1, 2, 3, 4], y=y), val_fraction=0, test_fraction=0)
+        if refused:
+            with pytest.raises(InputError, match="too large for float32"):
+                dm.setup("fit")
+        else:
+            dm.setup("fit")
+
+
+def test_values_float64_cannot_square_are_refused_on_load():
+    with pytest.raises(InputError, match=r"\['y'\] .* too large for float64 .*rescale them"):
+        RegressionDataModule(Points(x=[1, 2, 3, 4], y=[1, 2, 3, 1e300]), val_fraction=0, test_fraction=0)
+
+
+@pytest.mark.parametrize("precision, dtype", [("64-true", torch.float64), ("32-true", torch.float32)])
+def test_batches_follow_the_trainer_precision(precision, dtype):
+    import lightning as L
+
+    from linreg_pl import LinearRegression
+
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(batch)
+
+    y = [1e30, 2e30, 3e30, 5e30] if dtype == torch.float64 else [1.0, 2.0, 3.0, 5.0]
+    dm = RegressionDataModule(Points(x=[1, 2, 3, 4], y=y), val_fraction=0, test_fraction=0, batch_size=None)
+    trainer = L.Trainer(
+        precision=precision,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+    )
+    trainer.fit(LinearRegression(n_features=1), datamodule=dm)
+    x_batch, y_batch = seen[0]
+    assert x_batch.dtype == y_batch.dtype == dtype
+    shuffled = np.sort(y_batch.numpy().ravel())
+    np.testing.assert_array_equal(shuffled, np.asarray(y, dtype=dtype_to_numpy(dtype)))
+
+
+def test_64_true_accepts_values_beyond_float32():
+    import lightning as L
+
+    dm = RegressionDataModule(Points(x=[1, 2, 3, 4], y=[1e39, 2e39, 3e39, 5e39]), val_fraction=0, test_fraction=0)
+    dm.trainer = L.Trainer(precision="64-true", logger=False, enable_progress_bar=False)
+    dm.setup("fit")
+    x, y = next(iter(dm.train_dataloader()))
+    assert y.dtype == torch.float64 and sorted(y.ravel().tolist()) == [1e39, 2e39, 3e39, 5e39]
+
+
+def dtype_to_numpy(dtype: torch.dtype) -> type:
+    return {torch.float64: np.float64, torch.float32: np.float32}[dtype]
+
+
 def test_constant_feature_cannot_be_standardized():
     with pytest.raises(InputError, match=r"\['x0'\] are constant .*standardize_features=false"):
         RegressionDataModule(

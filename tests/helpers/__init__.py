@@ -43,3 +43,27 @@ def wait_for_epochs(path: Path, process: subprocess.Popen, epochs: int, deadline
             return checkpoint
         time.sleep(0.05)
     raise AssertionError(f"no checkpoint of epoch {epochs} within {deadline_s} s")
+def run_train(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
+    """``scripts/train.py ARGS`` in a subprocess started in ``cwd``: the CompletedProcess."""
+    import subprocess
+
+    return subprocess.run(
+        script_command("train.py", *args), cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def file_snapshot(folder: Path) -> dict[Path, bytes]:
+    """Every file under ``folder`` with its bytes, to check later that a command changed none."""
+    return {path: path.read_bytes() for path in sorted(Path(folder).rglob("*")) if path.is_file()}
+
+
+def assert_user_error(result, match: str) -> str:
+    """Exit status 2, no traceback, and exactly one ``error:`` line on stderr, matching the regex ``match``."""
+    import re
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1, result.stderr[-2000:]
+    assert re.search(match, error_lines[0]), error_lines[0]
+    return error_lines[0]
