@@ -149,6 +149,12 @@ class LinearRegression(L.LightningModule):
     def setup(self, stage: str) -> None:
         # A fresh fit takes the standardization the data module fitted on its training split;
         # evaluation keeps the one stored with the weights.
+        if self.trainer.precision == "64-true":
+            # Before the scaling is copied in: a mean or spread beyond float32 would become inf in
+            # float32 buffers. torchmetrics states keep their dtype under .double() unless told.
+            self.double()
+            for metric in [*self.metrics.values(), *self.losses.values()]:
+                metric.set_dtype(torch.float64)
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and datamodule is not None:
             self.set_scaling(datamodule.scaling)

@@ -266,11 +266,6 @@ def test_semicolon_file_with_decimal_commas_trains_and_says_how_it_was_read(tmp_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="model.py (lead): LinearRegression.setup copies the scaling into float32 buffers before Lightning "
-    "converts the module to float64, so a mean or spread beyond 3.4e38 becomes inf",
-)
 def test_64_true_trains_on_values_beyond_float32(tmp_path):
     import json
 
