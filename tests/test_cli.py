@@ -59,7 +59,7 @@ def test_print_config_prints_the_resolved_yaml(tmp_path):
     )
     config = yaml.safe_load(result.stdout)
     assert config["data"]["source"]["class_path"] == "linreg_pl.sources.CSVSource"
-    assert config["model"]["optimizer"]["init_args"]["lr"] == 0.3
+    assert config["model"]["optimizer"] is None  # AutoSGD: lr and momentum from the data
     assert not (tmp_path / "logs").exists()  # printing the config trains nothing
 
 

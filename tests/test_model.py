@@ -98,10 +98,9 @@ def test_ridge_penalty_matches_the_closed_form():
     np.testing.assert_allclose(bias, b, atol=1e-4)
 
 
-def test_negative_learning_rate_is_a_user_error():
-    model = LinearRegression(n_features=1, optimizer=lambda p: torch.optim.SGD(p, lr=-1.0))
+def test_negative_learning_rate_is_refused_when_the_model_is_built():
     with pytest.raises(InputError, match="model.optimizer is invalid: Invalid learning rate"):
-        model.configure_optimizers()
+        LinearRegression(n_features=1, optimizer=lambda p: torch.optim.SGD(p, lr=-1.0))
 
 
 def test_several_steps_per_batch_train_exactly_like_one(train_run):
