@@ -122,6 +122,7 @@ class TrainCLI(LinearRegressionCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
+        parser.add_lightning_class_args(RunReport, "report")  # always on: the run's answer, --report.*
         parser.add_argument(
             "--ckpt_path",
             type=str | None,

@@ -16,7 +16,7 @@ import torch
 
 from linreg_pl.errors import InputError
 from linreg_pl.scaling import Scaling
-from linreg_pl.solvers import Moments
+from linreg_pl.solvers import Accumulator, ExactLeastSquares, Moments
 from linreg_pl.sources import DataSource, Table
 
 STAGES = ("train", "val", "test")
@@ -202,7 +202,7 @@ class RegressionDataModule(L.LightningDataModule):
             x_train, y_train, standardize_features, standardize_target, self.feature_names, self.target_names
         )
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._train_moments: Moments | None = None
+        self._train_statistics: dict[str, Accumulator] = {}
 
     # What the CLI links into the model and the report reads.
     @property
@@ -234,12 +234,27 @@ class RegressionDataModule(L.LightningDataModule):
         """The split a stage scores: itself, or the training rows when it is empty."""
         return stage if len(self.indices[stage]) else "train"
 
+    def train_chunks(self, rows: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The training rows in float64 and original units, in chunks of ``rows``."""
+        x, y = self.arrays("train")
+        for start in range(0, len(x), rows):
+            yield x[start : start + rows], y[start : start + rows]
+
+    def train_statistics(self, method: str = "normal") -> Accumulator:
+        """The exact solver's one-pass summary of the training rows (``linreg_pl.solvers``), by
+        ``method`` "normal" (moments) or "qr" (a triangular factor); computed once each."""
+        if method not in self._train_statistics:
+            # Every process holds every training row: nothing to merge across processes.
+            metric = ExactLeastSquares(self.n_features, self.n_targets, method, sync_on_compute=False)
+            for x, y in self.train_chunks():
+                metric.update(x, y)
+            self._train_statistics[method] = metric.compute()
+        return self._train_statistics[method]
+
     def train_moments(self) -> Moments:
-        """Count, means and centred cross-products of the training rows in float64 (computed once):
-        what the exact least-squares reference, and any rule built on the data's spectrum, need."""
-        if self._train_moments is None:
-            self._train_moments = Moments.of(*self.arrays("train"))
-        return self._train_moments
+        """Count, means and centred cross-products of the training rows in float64: what the exact
+        reference, and any rule built on the data's spectrum (``AutoSGD``), need."""
+        return self.train_statistics("normal")
 
     def arrays(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
         """The float64 rows of a split, in original units."""

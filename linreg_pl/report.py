@@ -7,20 +7,27 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 from sklearn import metrics
 
 from linreg_pl.checkpoints import last_checkpoint_path
 from linreg_pl.data import RegressionDataModule
+from linreg_pl.errors import InputError
 from linreg_pl.files import write_text_atomically
 from linreg_pl.model import LinearRegression
+from linreg_pl.plots import ridge_path_figure
+from linreg_pl.statistics import SandwichMeat, format_coefficient_table, ols_inference, ridge_path
 
 # A trained model whose train loss is this much above the exact optimum gets a hint, unless the
 # excess is below float32 round-off relative to the loss of always predicting the mean.
 LARGE_GAP = 0.05
+# The ridge curve's l2 values (the model's convention: a penalty on the mean squared error).
+DEFAULT_L2_GRID = [0.0] + [float(v) for v in np.logspace(-6, 1, 29)]
 LARGE_COEFFICIENT_ERROR = 0.01  # relative to the largest least-squares coefficient
 NEGLIGIBLE_EXCESS = 1e-6
 
@@ -28,9 +35,38 @@ NEGLIGIBLE_EXCESS = 1e-6
 class RunReport(Callback):
     """Prints the end-of-run report and writes it to ``summary.json`` in the run directory once
     testing ends (rank 0): learned, least-squares and true parameters side by side, the train loss
-    against the exact optimum, the test metrics and the checkpoints. ``summary`` keeps the dict."""
+    against the exact optimum, the test metrics and the checkpoints; for real data also the
+    least-squares inference (standard errors, t, p, intervals, R², F, AIC/BIC) and the closed-form
+    ridge (GCV) curve. ``summary`` keeps the dict. Configured with ``--report.*``.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    method : {"normal", "qr"}
+        How the exact reference is computed: normal equations (fast; loses digits on
+        ill-conditioned columns, e.g. high-degree polynomials) or a streaming QR (accurate).
+    statistics : bool, optional
+        Print and save the inference table and the ridge curve. Default: on for CSV and real
+        sets, off for the lessons.
+    level : float
+        Confidence level of the intervals, in (0, 1).
+    robust : bool
+        Also give heteroskedasticity-robust (HC1 and HC3) standard errors: a second pass over the
+        training rows, since residuals and leverages are not in the one-pass summary.
+    l2_grid : list of float
+        The ``l2`` values whose GCV error the ridge curve shows.
+    """
+
+    def __init__(
+        self,
+        method: Literal["normal", "qr"] = "normal",
+        statistics: bool | None = None,
+        level: float = 0.95,
+        robust: bool = False,
+        l2_grid: list[float] = DEFAULT_L2_GRID,
+    ) -> None:
+        if not 0 < level < 1:
+            raise InputError(f"report.level={level} must be in (0, 1), e.g. 0.95.")
+        self.method, self.statistics, self.level, self.robust, self.l2_grid = method, statistics, level, robust, l2_grid
         self.summary: dict = {}
         self._start = time.perf_counter()
 
@@ -42,10 +78,32 @@ class RunReport(Callback):
         if not isinstance(datamodule, RegressionDataModule) or trainer.state.fn != "test" or trainer.sanity_checking:
             return
         test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        self.summary = summarize(trainer, pl_module, datamodule, test_metrics, time.perf_counter() - self._start)
+        self.summary = summarize(
+            trainer, pl_module, datamodule, test_metrics, time.perf_counter() - self._start, self.method
+        )
+        with_statistics = self.statistics if self.statistics is not None else datamodule.real_data
+        if with_statistics and self.summary["exact"] is not None:
+            self.summary.update(self._statistics(trainer, pl_module, datamodule))
         if trainer.is_global_zero:
             write_summary(self.summary)
             print(format_report(self.summary))
+
+    def _statistics(self, trainer: L.Trainer, model: LinearRegression, datamodule: RegressionDataModule) -> dict:
+        """Inference of the least-squares fit and the ridge GCV curve, from the same one pass."""
+        accumulator = datamodule.train_statistics(self.method)
+        meat = None
+        if self.robust:  # residuals and leverages are not in the sufficient statistics: a second pass
+            sandwich = SandwichMeat(accumulator, sync_on_compute=False)
+            for x, y in datamodule.train_chunks():
+                sandwich.update(x, y)
+            meat = sandwich.compute()
+        inference = ols_inference(accumulator, datamodule.feature_names, datamodule.target_names, self.level, meat=meat)
+        ridge = ridge_path(accumulator, self.l2_grid, model.scaling)
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if logger is not None and trainer.is_global_zero:
+            figure = ridge_path_figure(ridge, "ridge: generalized cross-validation error")
+            logger.experiment.add_figure("ridge/gcv", figure, trainer.global_step)
+        return {"inference": inference, "ridge": ridge}
 
 
 def summarize(
@@ -54,6 +112,7 @@ def summarize(
     datamodule: RegressionDataModule,
     test_metrics: dict[str, float],
     wall_time: float,
+    method: str = "normal",
 ) -> dict:
     """Everything a user checks after a run, as plain JSON-ready values."""
     weight, bias = model.learned_parameters()
@@ -83,7 +142,7 @@ def summarize(
         },
         "run_dir": _run_dir(trainer),
     }
-    summary["exact"] = exact_reference(model, datamodule)
+    summary["exact"] = exact_reference(model, datamodule, method)
     if table.true_weight is not None:
         summary["true"] = {"weight": table.true_weight.tolist(), "bias": table.true_bias.tolist()}
         summary["max_abs_error_vs_true"] = float(
@@ -92,14 +151,14 @@ def summarize(
     return summary
 
 
-def exact_reference(model: LinearRegression, datamodule: RegressionDataModule) -> dict | None:
+def exact_reference(model: LinearRegression, datamodule: RegressionDataModule, method: str = "normal") -> dict | None:
     """The exact least-squares optimum of the model's own training objective (same scaling, same
     L2), and how far the trained model's train loss is above it. None with an L1 penalty, which
     has no closed form."""
     l1, l2 = model.hparams.l1, model.hparams.l2
     if l1:
         return None
-    moments = datamodule.train_moments()
+    moments = datamodule.train_statistics(method)
     scaling = model.scaling
     weight, bias = moments.solve(scaling, l2)
     learned_weight, learned_bias = model.learned_parameters()
@@ -207,6 +266,12 @@ def format_report(summary: dict) -> str:
     for target, values in summary["test_by_target"].items():
         name = f"test {target}" if len(summary["targets"]) > 1 else "test"
         lines.append(f"{name} (original units)  " + "  ".join(f"{k} {_number(v)}" for k, v in values.items()))
+    if "inference" in summary:
+        lines += ["", format_coefficient_table(summary["inference"])]
+        ridge = summary["ridge"]
+        lines.append(
+            f"ridge: the best l2 by generalized cross-validation is {ridge['best_l2']:g} (GCV {ridge['best_gcv']:.6g})"
+        )
     if summary["checkpoints"]["last"]:
         lines.append(f"trained model {summary['checkpoints']['last']}")
     lines.append(summary["run_dir"] or "(no run directory: logging is off)")

@@ -322,11 +322,13 @@ def format_coefficient_table(inference: dict) -> str:
             f"(p {_g(fit['f_p_value'], 3)}),\n  log-lik {_g(fit['log_likelihood'])}, AIC {_g(fit['aic'])}, "
             f"BIC {_g(fit['bic'])}, residual SE {_g(fit['residual_std_error'])}"
         )
-        header = ["coef", "std err", "t", "P>|t|", f"[{low:.3g}", f"{high:.3g}]"]
-        lines.append(" " * width + "".join(f"{h:>10}" for h in header))
+        robust = [kind for kind in ("hc1", "hc3") if kind in fit]
+        header = ["coef", "std err", "t", "P>|t|", f"[{low:.3g}", f"{high:.3g}]"] + [f"{k.upper()} se" for k in robust]
+        lines.append(" " * width + "".join(f"{h:>11}" for h in header))
         for i, parameter in enumerate(fit["parameters"]):
             values = [fit[key][i] for key in ("estimate", "std_error", "t", "p_value", "ci_low", "ci_high")]
-            lines.append(f"{parameter:<{width}}" + "".join(f"{_g(v, 4):>10}" for v in values))
+            values += [fit[kind]["std_error"][i] for kind in robust]
+            lines.append(f"{parameter:<{width}}" + "".join(f"{_g(v, 4):>11}" for v in values))
     return "\n".join(lines)
 
 
