@@ -44,6 +44,9 @@ def test_help_lists_data_model_trainer_and_checkpoint_options():
         "--trainer.strategy",
         "--trainer.precision",
         "--trainer.callbacks",
+        "--report.method",
+        "--report.statistics",
+        "--verbose",
         "--ckpt_path",
     ):
         assert option in out, option
