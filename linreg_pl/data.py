@@ -1,8 +1,8 @@
 """RegressionDataModule: loads a source, splits it, fits the standardization and batches it.
 
-Everything is validated and computed in ``__init__`` (the data lives in memory), so a bad file or
-split fails before any training starts and ``n_features`` is known when the CLI links it into
-the model.
+Everything is validated and computed in ``__init__`` (in-memory data is loaded there; streamed files
+get one first pass, see ``linreg_pl.streaming``), so a bad file or split fails before any training
+starts and ``n_features`` is known when the CLI links it into the model.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from linreg_pl.errors import InputError
 from linreg_pl.scaling import Scaling
 from linreg_pl.sources import DataSource, Table
+from linreg_pl.streaming import EpochLoader, StreamedSplits, StreamingSource
 
 STAGES = ("train", "val", "test")
 
@@ -103,7 +104,7 @@ class RegressionDataModule(L.LightningDataModule):
     ----------
     source : DataSource
         Where the data comes from (``SyntheticLinear``, ``Points``, ``MakeRegression``,
-        ``SklearnDataset``, ``CSVSource``).
+        ``SklearnDataset``, ``CSVSource``, or ``ParquetSource`` for files streamed from disk).
     val_fraction, test_fraction : float
         Shares of the rows held out for validation and test, each in [0, 1) and together below 1.
         A non-zero share keeps at least one row. A share of 0 leaves that split empty, and the
@@ -167,6 +168,17 @@ class RegressionDataModule(L.LightningDataModule):
         self.source, self.seed, self.batch_size, self.shuffle = source, seed, batch_size, shuffle
         # Full-batch training has one step per epoch, whatever is asked.
         self.steps_per_batch = steps_per_batch if batch_size is not None else 1
+        if standardize_features is None:
+            standardize_features = source.standardize_by_default
+        self.standardize_features, self.standardize_target = standardize_features, standardize_target
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if isinstance(source, StreamingSource):
+            # Files larger than memory: one validating pass now, the rows stream when training.
+            self.stream: StreamedSplits | None = StreamedSplits(source, seed, val_fraction, test_fraction)
+            self.table = self.stream.table()
+            self.scaling = self.stream.scaling(standardize_features, standardize_target)
+            return
+        self.stream = None
         self.table = source.load()
         _check_finite(self.table)
         n = len(self.table.x)
@@ -183,14 +195,10 @@ class RegressionDataModule(L.LightningDataModule):
             "val": np.sort(order[n_test : n_test + n_val]),
             "train": np.sort(order[n_test + n_val :]),
         }
-        if standardize_features is None:
-            standardize_features = source.standardize_by_default
-        self.standardize_features, self.standardize_target = standardize_features, standardize_target
         x_train, y_train = self.arrays("train")
         self.scaling = Scaling.fit(
             x_train, y_train, standardize_features, standardize_target, self.feature_names, self.target_names
         )
-        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # What the CLI links into the model and the report reads.
     @property
@@ -211,37 +219,66 @@ class RegressionDataModule(L.LightningDataModule):
 
     @property
     def split_sizes(self) -> dict[str, int]:
+        if self.stream is not None:
+            return dict(self.stream.sizes)
         return {stage: len(self.indices[stage]) for stage in STAGES}
 
     def evaluated_split(self, stage: str) -> str:
         """The split a stage scores: itself, or the training rows when it is empty."""
-        return stage if len(self.indices[stage]) else "train"
+        return stage if self.split_sizes[stage] else "train"
 
     def arrays(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
-        """The float64 rows of a split, in original units."""
+        """The float64 rows of a split, in original units (streamed files: up to a million rows,
+        else an ``InputError``)."""
+        if self.stream is not None:
+            return self.stream.arrays(stage)
         index = self.indices[stage]
         return self.table.x[index], self.table.y[index]
 
-    def train_dataloader(self) -> InMemoryBatches:
+    def train_chunks(self, rank: int, world_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """This process's share of the training rows as float64 chunks x (m, d), y (m, t) in
+        original units; each training row is in the share of exactly one rank."""
+        if self.stream is not None:
+            yield from self.stream.chunks("train", rank, world_size)
+            return
+        x, y = self.arrays("train")
+        share = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
+        for start in range(share.start, share.stop, 65536):
+            stop = min(start + 65536, share.stop)
+            yield x[start:stop], y[start:stop]
+
+    def train_dataloader(self) -> InMemoryBatches | EpochLoader:
         return self._batches("train", train=True)
 
-    def val_dataloader(self) -> InMemoryBatches:
+    def val_dataloader(self) -> InMemoryBatches | EpochLoader:
         return self._batches(self.evaluated_split("val"), train=False)
 
-    def test_dataloader(self) -> InMemoryBatches:
+    def test_dataloader(self) -> InMemoryBatches | EpochLoader:
         return self._batches(self.evaluated_split("test"), train=False)
 
-    def predict_dataloader(self) -> InMemoryBatches:
+    def predict_dataloader(self) -> InMemoryBatches | EpochLoader:
         return self._batches(self.evaluated_split("test"), train=False)
 
-    def _batches(self, split: str, train: bool) -> InMemoryBatches:
+    def _batches(self, split: str, train: bool) -> InMemoryBatches | EpochLoader:
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        if not train and 0 < len(self.indices[split]) < world_size:
+        rows = self.split_sizes[split]
+        if (self.stream is not None or not train) and 0 < rows < world_size:
             raise InputError(
-                f"the {split} split has {len(self.indices[split])} rows, fewer than the {world_size} "
+                f"the {split} split has {rows} rows, fewer than the {world_size} "
                 "processes; raise its fraction or use fewer devices."
+            )
+        if self.stream is not None:
+            return self.stream.loader(
+                split,
+                self.batch_size,
+                rank,
+                world_size,
+                train=train,
+                shuffle=self.shuffle,
+                epoch=lambda: trainer.current_epoch if trainer is not None else 0,
+                steps_per_batch=self.steps_per_batch,
             )
         x, y = self._device_tensors(split, device)
         return InMemoryBatches(
