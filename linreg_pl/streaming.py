@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from linreg_pl.errors import InputError
 from linreg_pl.scaling import Scaling
 from linreg_pl.solvers import Moments
-from linreg_pl.sources import DataSource, Table
+from linreg_pl.sources import DataSource, Table, _unknown_column_message
 
 SPLITS = ("train", "val", "test")
 SUFFIXES = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".csv.gz")}
@@ -566,13 +566,6 @@ def _check_finite(x: np.ndarray, y: np.ndarray, source: StreamingSource, fragmen
                 f"{start + row + 1}; give finite numbers."
             )
 
-
-def _unknown_column_message(name: str, columns: list[str], path: str) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, columns, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    return f"column '{name}' is not in '{path}'; its columns are {columns}.{hint}"
 
 
 def write_linear_dataset(
