@@ -166,6 +166,10 @@ def test_training_through_the_cli_reaches_least_squares(folder, train_run):
     assert summary["dataset"] == folder.name and summary["split_sizes"]["train"] == len(train)
 
 
+def split_sizes(folder: Path, seed: int) -> dict[str, int]:
+    return RegressionDataModule(ParquetSource(str(folder), "y"), seed=seed).split_sizes
+
+
 def ddp_train(cwd: Path, folder: Path, *args: str) -> dict:
     command = script_command(
         "train.py", "--data.source", "ParquetSource", "--data.source.path", str(folder),
@@ -181,14 +185,29 @@ def ddp_train(cwd: Path, folder: Path, *args: str) -> dict:
 
 @pytest.mark.slow
 def test_two_ddp_processes_match_one(folder, tmp_path):
-    single = ddp_train(tmp_path / "one", folder)
-    double = ddp_train(
-        tmp_path / "two", folder, "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"
-    )
-    assert double["split_sizes"] == single["split_sizes"] and single["split_sizes"]["train"] % 2 == 0
+    # An even training split: full-batch DDP averages the two halves' mean gradients, which is the
+    # mean over all rows only when the halves are equal (an odd split weighs one row differently).
+    seed = next(s for s in range(10) if split_sizes(folder, s)["train"] % 2 == 0)
+    single = ddp_train(tmp_path / "one", folder, f"--data.seed={seed}")
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    double = ddp_train(tmp_path / "two", folder, f"--data.seed={seed}", *ddp)
+    assert double["split_sizes"] == single["split_sizes"]
     assert double["steps"] == single["steps"] == 10
     np.testing.assert_allclose(double["exact"]["weight"], single["exact"]["weight"], rtol=0, atol=1e-10)
     np.testing.assert_allclose(double["exact"]["bias"], single["exact"]["bias"], rtol=0, atol=1e-10)
     np.testing.assert_allclose(double["learned"]["weight"], single["learned"]["weight"], atol=1e-5)
     for key, value in single["test_metrics"].items():
         assert double["test_metrics"][key] == pytest.approx(value, rel=1e-5), key
+
+
+@pytest.mark.slow
+def test_ddp_with_unequal_shares_and_workers_takes_equal_steps(folder, tmp_path):
+    seed = next(s for s in range(10) if split_sizes(folder, s)["train"] % 2)
+    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    summary = ddp_train(
+        tmp_path / "run", folder, f"--data.seed={seed}", "--data.batch_size=16", "--data.source.num_workers=1",
+        "--model.optimizer.lr=0.05", "--trainer.max_epochs=2", *ddp,
+    )  # fmt: skip
+    n = summary["split_sizes"]["train"]
+    assert summary["steps"] == 2 * -(-(n // 2) // 16)  # the larger share's extra row joins its last batch
+    np.testing.assert_allclose(summary["learned"]["weight"], summary["exact"]["weight"], atol=0.02)
