@@ -9,6 +9,7 @@ float32 Parquet files (written once by ``write_linear_dataset``, 100k-row row gr
             pass (validation, split counts, moments), one training epoch, and the exact solver's pass
             over ``train_chunks`` (what the report does)
   memory    the same model and trainer on the table loaded into memory (the in-memory path)
+  baseline  the imports alone (torch, Lightning, pyarrow): the memory no data accounts for
 Throughput is training rows per second of one epoch (validation off); ratios are against the floor
 (rows per second of the whole folder). Peak RSS is the process's, plus its largest child (a reader
 worker) when ``--num_workers`` > 0.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -110,6 +112,13 @@ def run_training(data: str, mode: str, batch_size: int, steps_per_batch: int, nu
 def child(args: argparse.Namespace) -> None:
     if args.mode == "floor":
         result = run_floor(args.data)
+    elif args.mode == "baseline":
+        import lightning  # noqa: F401
+        import pyarrow.dataset  # noqa: F401
+
+        import linreg_pl  # noqa: F401
+
+        result = {}
     else:
         result = run_training(args.data, args.mode, args.batch_size, args.steps_per_batch, args.num_workers)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -126,7 +135,8 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=4096)
     parser.add_argument("--steps_per_batch", type=int, default=16)
     parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--modes", nargs="+", default=["floor", "stream", "memory"])
+    parser.add_argument("--modes", nargs="+", default=["baseline", "floor", "stream", "memory"])
+    parser.add_argument("--repeats", type=int, default=1, help="runs per row, interleaved; medians are shown")
     parser.add_argument("--mode", help=argparse.SUPPRESS)  # set in the child processes
     args = parser.parse_args()
     if args.mode:
@@ -140,20 +150,28 @@ def main() -> None:
         start = time.perf_counter()
         write_linear_dataset(args.data, rows=args.rows, features=args.features)
         print(f"wrote {args.rows} x {args.features} to {args.data} in {time.perf_counter() - start:.1f} s")
-    results = {}
-    for mode in args.modes:
-        command = [sys.executable, __file__, *sys.argv[1:], "--mode", mode]
-        finished = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-        if finished.returncode:
-            sys.exit(f"{mode} failed:\n{finished.stderr[-3000:]}")
-        results[mode] = json.loads(finished.stdout.strip().splitlines()[-1])
-        print(mode, results[mode], flush=True)
+    runs: dict[str, list[dict]] = {mode: [] for mode in args.modes}
+    for _ in range(args.repeats):
+        for mode in args.modes:
+            command = [sys.executable, __file__, *sys.argv[1:], "--mode", mode]
+            finished = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+            if finished.returncode:
+                sys.exit(f"{mode} failed:\n{finished.stderr[-3000:]}")
+            runs[mode].append(json.loads(finished.stdout.strip().splitlines()[-1]))
+            print(mode, runs[mode][-1], flush=True)
+    results = {
+        mode: {key: statistics.median(r[key] for r in rs) for key in rs[0] if key != "exact_weight_head"}
+        for mode, rs in runs.items()
+    }
     floor = results["floor"]["rows"] / results["floor"]["epoch_s"] if "floor" in results else None
-    print(f"\n{args.rows} x {args.features} float32, batch {args.batch_size} x {args.steps_per_batch} steps per batch")
+    print(
+        f"\n{args.rows} x {args.features} float32, batch {args.batch_size} x {args.steps_per_batch} steps per batch, "
+        f"{args.num_workers} reader workers, medians of {args.repeats}"
+    )
     print(f"{'row':8} {'rows/s':>12} {'vs floor':>9} {'peak RSS MB':>12} {'first pass s':>13} {'exact pass s':>13}")
     for mode, result in results.items():
-        speed = result["rows"] / result["epoch_s"]
-        ratio = f"{speed / floor:.0%}" if floor else "-"
+        speed = result["rows"] / result["epoch_s"] if "epoch_s" in result else float("nan")
+        ratio = f"{speed / floor:.0%}" if floor and "epoch_s" in result else "-"
         print(
             f"{mode:8} {speed:12,.0f} {ratio:>9} {result['peak_rss_mb']:12.0f} "
             f"{result.get('prepare_s', 0):13.1f} {result.get('exact_pass_s', 0):13.1f}"

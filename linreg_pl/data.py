@@ -8,6 +8,7 @@ starts and ``n_features`` is known when the CLI links it into the model.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+
 import lightning as L
 import numpy as np
 import torch

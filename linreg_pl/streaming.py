@@ -206,7 +206,9 @@ class ParquetSource(StreamingSource):
         import pyarrow.dataset as ds
 
         try:
-            return list(ds.CsvFileFormat().make_fragment(path, filesystem=pa.fs.LocalFileSystem()).physical_schema.names)
+            return list(
+                ds.CsvFileFormat().make_fragment(path, filesystem=pa.fs.LocalFileSystem()).physical_schema.names
+            )
         except (pa.ArrowInvalid, OSError) as error:
             raise InputError(f"'{path}' could not be read as csv (it needs a header row): {error}") from None
 
@@ -459,10 +461,11 @@ class BatchPlan(IterableDataset):
         for window in range(first, last, per_window):
             window_end = min(window + per_window, last)
             edges = bounds[window * self.steps_per_batch : min(window_end * self.steps_per_batch, self.steps) + 1]
-            x, y = reader.take(int(edges[-1] - edges[0]))
+            rows = int(edges[-1] - edges[0])
+            destination = None
             if self.shuffle:
-                permutation = np.random.default_rng([self.splits.seed, self.epoch, int(edges[0])]).permutation(len(x))
-                x, y = x[permutation], y[permutation]
+                destination = np.random.default_rng([self.splits.seed, self.epoch, int(edges[0])]).permutation(rows)
+            x, y = reader.take(rows, destination)
             cuts = edges - edges[0]
             minibatches = [
                 (torch.from_numpy(x[a:b]), torch.from_numpy(y[a:b])) for a, b in zip(cuts[:-1], cuts[1:], strict=True)
@@ -475,18 +478,30 @@ class RowReader:
     """Takes rows in exact counts from a stream of (x, y) chunks of any length."""
 
     def __init__(self, chunks: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
-        self.chunks, self.pending = chunks, []
+        self.chunks, self.rest = chunks, None
 
-    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        have = sum(len(x) for x, _ in self.pending)
+    def take(self, n: int, destination: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``n`` rows; with ``destination`` (a permutation of n), the i-th row taken
+        lands at ``destination[i]``: shuffling costs no copy beyond the one that joins chunks."""
+        pieces, have = [], 0
         while have < n:
-            x, y = next(self.chunks)
-            self.pending.append((x, y))
+            x, y = self.rest if self.rest is not None else next(self.chunks)
+            self.rest = None
+            if len(x) > n - have:
+                self.rest, x, y = (x[n - have :], y[n - have :]), x[: n - have], y[: n - have]
+            pieces.append((x, y))
             have += len(x)
-        x = np.concatenate([x for x, _ in self.pending]) if len(self.pending) > 1 else self.pending[0][0]
-        y = np.concatenate([y for _, y in self.pending]) if len(self.pending) > 1 else self.pending[0][1]
-        self.pending = [(x[n:], y[n:])] if have > n else []
-        return x[:n], y[:n]
+        if destination is None and len(pieces) == 1:
+            return pieces[0]  # a view: no copy
+        x = np.empty((n, pieces[0][0].shape[1]), dtype=pieces[0][0].dtype)
+        y = np.empty((n, pieces[0][1].shape[1]), dtype=pieces[0][1].dtype)
+        offset = 0
+        for piece_x, piece_y in pieces:
+            rows = slice(offset, offset + len(piece_x))
+            target = rows if destination is None else destination[rows]
+            x[target], y[target] = piece_x, piece_y
+            offset += len(piece_x)
+        return x, y
 
 
 class EpochLoader(DataLoader):
@@ -512,8 +527,9 @@ def row_hash(seed: int, key: str, positions: np.ndarray) -> np.ndarray:
     Examples
     --------
     >>> u = row_hash(0, "part-0.parquet", np.arange(100_000, dtype=np.uint64))
-    >>> bool(0.49 < u.mean() < 0.51), bool((row_hash(0, "part-0.parquet", np.arange(3, dtype=np.uint64)) == u[:3]).all())
-    (True, True)
+    >>> same, other_seed = (row_hash(seed, "part-0.parquet", np.arange(3, dtype=np.uint64)) for seed in (0, 1))
+    >>> bool(0.49 < u.mean() < 0.51), bool((same == u[:3]).all()), bool((other_seed != u[:3]).all())
+    (True, True, True)
     """
     salt = int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest(), "little")
     z = positions.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(salt)
@@ -565,7 +581,6 @@ def _check_finite(x: np.ndarray, y: np.ndarray, source: StreamingSource, fragmen
                 f"column '{names[column]}' in '{fragment.path}' holds {values[row, column]} on data row "
                 f"{start + row + 1}; give finite numbers."
             )
-
 
 
 def write_linear_dataset(
@@ -637,6 +652,13 @@ def write_linear_dataset(
                 writer.close()
             elif format == "csv.gz":
                 sink.close()
-    truth = {"weight": [weight.tolist()], "bias": [bias], "rows": rows, "features": features, "noise": noise, "seed": seed}
+    truth = {
+        "weight": [weight.tolist()],
+        "bias": [bias],
+        "rows": rows,
+        "features": features,
+        "noise": noise,
+        "seed": seed,
+    }
     write_text_atomically(out / "truth.json", json.dumps(truth, indent=2) + "\n")
     return truth

@@ -12,8 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from linreg_pl import InputError, ParquetSource, RegressionDataModule
-from linreg_pl import streaming
+from linreg_pl import InputError, ParquetSource, RegressionDataModule, streaming
 from linreg_pl.solvers import Moments
 from linreg_pl.streaming import SPLITS, row_hash, write_linear_dataset
 from tests.helpers import lstsq_with_intercept, script_command
@@ -46,7 +45,9 @@ def sorted_rows(rows: np.ndarray) -> np.ndarray:
 
 
 def batches_of(dm, split: str, rank: int, world_size: int, train: bool, epoch: int = 0) -> list:
-    loader = dm.stream.loader(split, dm.batch_size, rank, world_size, train=train, shuffle=dm.shuffle, epoch=lambda: epoch)
+    loader = dm.stream.loader(
+        split, dm.batch_size, rank, world_size, train=train, shuffle=dm.shuffle, epoch=lambda: epoch
+    )
     return [torch.cat([x, y], dim=1).double().numpy() for x, y in loader]
 
 
