@@ -78,8 +78,10 @@ class StreamingSource(DataSource):
     def fragments(self) -> list[Fragment]:
         raise NotImplementedError
 
-    def read(self, fragment: Fragment, dtype: type = np.float32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The fragment's rows in order, as chunks of features (m, d) and targets (m, t)."""
+    def read(self, fragment: Fragment, dtype: type = np.float32) -> Iterator[np.ndarray]:
+        """The fragment's rows in order, as column-major chunks (d + t, m): the feature columns, then
+        the targets. (Column-major because that is how files store them: filling a row-major
+        array column by column costs ten times more.)"""
         raise NotImplementedError
 
     def load(self) -> Table:
@@ -173,11 +175,10 @@ class ParquetSource(StreamingSource):
                 start += metadata.row_group(group).num_rows
         return fragments
 
-    def read(self, fragment: Fragment, dtype: type = np.float32) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def read(self, fragment: Fragment, dtype: type = np.float32) -> Iterator[np.ndarray]:
         import pyarrow as pa
 
         columns = self.feature_names + self.target_names
-        d = len(self.feature_names)
         try:
             filesystem = pa.fs.LocalFileSystem()
             if fragment.row_group is None:
@@ -187,15 +188,15 @@ class ParquetSource(StreamingSource):
                     fragment.path, filesystem=filesystem, row_groups=[fragment.row_group]
                 )
             for batch in arrow_fragment.to_batches(columns=columns, batch_size=self.chunk_rows):
-                matrix = np.empty((batch.num_rows, len(columns)), dtype=dtype)
+                matrix = np.empty((len(columns), batch.num_rows), dtype=dtype)
                 for j, column in enumerate(batch.columns):
                     if column.null_count:
                         raise InputError(
                             f"column '{columns[j]}' in '{fragment.path}' has {column.null_count} missing "
                             "value(s); fill them in or drop those rows."
                         )
-                    matrix[:, j] = column.to_numpy()
-                yield matrix[:, :d], matrix[:, d:]
+                    matrix[j] = column.to_numpy()
+                yield matrix
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as error:
             raise InputError(f"'{fragment.path}' could not be read as {self.format}: {error}") from None
 
@@ -270,7 +271,8 @@ class StreamedSplits:
         moments = Moments.empty(d, t)
         for i, fragment in enumerate(self.fragments):
             position = fragment.start
-            for x, y in source.read(fragment, np.float64):
+            for columns in source.read(fragment, np.float64):
+                x, y = columns[:d].T, columns[d:].T
                 _check_finite(x, y, source, fragment, position)
                 codes = self.split_codes(fragment, position, len(x))
                 self.counts[i] += np.bincount(codes, minlength=len(SPLITS))
@@ -332,8 +334,9 @@ class StreamedSplits:
 
     def rows(
         self, split: str, order: np.ndarray, start: int, stop: int, dtype: type = np.float32
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Rows ``start .. stop - 1`` of a split, counted along the fragments in ``order``, as chunks.
+    ) -> Iterator[np.ndarray]:
+        """Rows ``start .. stop - 1`` of a split, counted along the fragments in ``order``, as
+        column-major chunks (d + t, m).
 
         Only the fragments holding those rows are read.
         """
@@ -347,23 +350,23 @@ class StreamedSplits:
             if counts[j] == 0:
                 continue
             fragment, seen, position = self.fragments[order[j]], begin, self.fragments[order[j]].start
-            for x, y in self.source.read(fragment, dtype):
-                keep = np.flatnonzero(self.split_codes(fragment, position, len(x)) == code)
-                position += len(x)
+            for columns in self.source.read(fragment, dtype):
+                keep = np.flatnonzero(self.split_codes(fragment, position, columns.shape[1]) == code)
+                position += columns.shape[1]
                 lo, hi = max(start - seen, 0), min(stop - seen, len(keep))
                 seen += len(keep)
                 if lo < hi:
-                    index = keep[lo:hi]
-                    yield x[index], y[index]
+                    yield columns if hi - lo == columns.shape[1] else np.take(columns, keep[lo:hi], axis=1)
                 if seen >= stop:
                     return
 
     def chunks(self, split: str, rank: int, world_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """This process's share of a split in float64, original units, file order."""
-        n = self.sizes[split]
-        yield from self.rows(
+        n, d = self.sizes[split], len(self.source.feature_names)
+        for columns in self.rows(
             split, self.order(0, False), n * rank // world_size, n * (rank + 1) // world_size, np.float64
-        )
+        ):
+            yield columns[:d].T, columns[d:].T
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """A whole split in float64, for callers that need one; at most ``MAX_MATERIALIZED_ROWS``."""
@@ -434,6 +437,7 @@ class BatchPlan(IterableDataset):
         # the extra row in their last batch.
         steps_of = (n // world_size) if equal_steps else share
         self.steps = -(-steps_of // self.batch_size)
+        self.n_features = len(splits.source.feature_names)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -462,46 +466,43 @@ class BatchPlan(IterableDataset):
             window_end = min(window + per_window, last)
             edges = bounds[window * self.steps_per_batch : min(window_end * self.steps_per_batch, self.steps) + 1]
             rows = int(edges[-1] - edges[0])
-            destination = None
+            order = None
             if self.shuffle:
-                destination = np.random.default_rng([self.splits.seed, self.epoch, int(edges[0])]).permutation(rows)
-            x, y = reader.take(rows, destination)
+                order = np.random.default_rng([self.splits.seed, self.epoch, int(edges[0])]).permutation(rows)
+            window = reader.take(rows, order)
             cuts = edges - edges[0]
-            minibatches = [
-                (torch.from_numpy(x[a:b]), torch.from_numpy(y[a:b])) for a, b in zip(cuts[:-1], cuts[1:], strict=True)
-            ]
+            minibatches = [self._batch(window[:, a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
             for k in range(0, len(minibatches), self.steps_per_batch):
                 yield minibatches[k] if self.steps_per_batch == 1 else minibatches[k : k + self.steps_per_batch]
 
+    def _batch(self, columns: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        # A contiguous (d + t, m) block of its own (a row-wise copy, fast): x and y are then dense
+        # transposed views, which the model's matmul takes as they are and which copy to a GPU or
+        # between processes without the rest of the window.
+        block = torch.from_numpy(np.ascontiguousarray(columns))
+        return block[: self.n_features].T, block[self.n_features :].T
+
 
 class RowReader:
-    """Takes rows in exact counts from a stream of (x, y) chunks of any length."""
+    """Takes rows in exact counts from a stream of column-major (k, m) chunks of any length."""
 
-    def __init__(self, chunks: Iterator[tuple[np.ndarray, np.ndarray]]) -> None:
+    def __init__(self, chunks: Iterator[np.ndarray]) -> None:
         self.chunks, self.rest = chunks, None
 
-    def take(self, n: int, destination: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The next ``n`` rows; with ``destination`` (a permutation of n), the i-th row taken
-        lands at ``destination[i]``: shuffling costs no copy beyond the one that joins chunks."""
+    def take(self, n: int, order: np.ndarray | None = None) -> np.ndarray:
+        """The next ``n`` rows as (k, n); with ``order`` (a permutation of n), column i holds the
+        ``order[i]``-th of them."""
         pieces, have = [], 0
         while have < n:
-            x, y = self.rest if self.rest is not None else next(self.chunks)
+            piece = self.rest if self.rest is not None else next(self.chunks)
             self.rest = None
-            if len(x) > n - have:
-                self.rest, x, y = (x[n - have :], y[n - have :]), x[: n - have], y[: n - have]
-            pieces.append((x, y))
-            have += len(x)
-        if destination is None and len(pieces) == 1:
-            return pieces[0]  # a view: no copy
-        x = np.empty((n, pieces[0][0].shape[1]), dtype=pieces[0][0].dtype)
-        y = np.empty((n, pieces[0][1].shape[1]), dtype=pieces[0][1].dtype)
-        offset = 0
-        for piece_x, piece_y in pieces:
-            rows = slice(offset, offset + len(piece_x))
-            target = rows if destination is None else destination[rows]
-            x[target], y[target] = piece_x, piece_y
-            offset += len(piece_x)
-        return x, y
+            if piece.shape[1] > n - have:
+                self.rest, piece = piece[:, n - have :], piece[:, : n - have]
+            pieces.append(piece)
+            have += piece.shape[1]
+        window = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+        # np.take gathers along an axis five times faster than fancy indexing or scattering.
+        return window if order is None else np.take(window, order, axis=1)
 
 
 class EpochLoader(DataLoader):
