@@ -272,17 +272,17 @@ class StreamedSplits:
         for i, fragment in enumerate(self.fragments):
             position = fragment.start
             for columns in source.read(fragment, np.float64):
-                x, y = columns[:d].T, columns[d:].T
-                _check_finite(x, y, source, fragment, position)
-                codes = self.split_codes(fragment, position, len(x))
+                _check_finite(columns, source, fragment, position)
+                codes = self.split_codes(fragment, position, columns.shape[1])
                 self.counts[i] += np.bincount(codes, minlength=len(SPLITS))
-                train = codes == 0
-                moments = moments.merge(Moments.of(x[train], y[train], batch_rows=len(x) or 1))
-                position += len(x)
+                moments = moments.merge(_moments(np.take(columns, np.flatnonzero(codes == 0), axis=1), d))
+                position += columns.shape[1]
         self.train_moments = moments
         self.sizes = {split: int(self.counts[:, code].sum()) for code, split in enumerate(SPLITS)}
         if self.sizes["train"] == 0:
-            raise InputError(f"'{source.path}' has no training rows; check the files and the val/test fractions.")
+            raise InputError(
+                f"the files of '{source.name}' hold no training row; check them and the val/test fractions."
+            )
         for split, fraction in (("val", val_fraction), ("test", test_fraction)):
             if fraction > 0 and self.sizes[split] == 0:
                 raise InputError(
@@ -476,11 +476,10 @@ class BatchPlan(IterableDataset):
                 yield minibatches[k] if self.steps_per_batch == 1 else minibatches[k : k + self.steps_per_batch]
 
     def _batch(self, columns: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        # A contiguous (d + t, m) block of its own (a row-wise copy, fast): x and y are then dense
-        # transposed views, which the model's matmul takes as they are and which copy to a GPU or
-        # between processes without the rest of the window.
-        block = torch.from_numpy(np.ascontiguousarray(columns))
-        return block[: self.n_features].T, block[self.n_features :].T
+        # Row-major batches: the model's step on transposed views is four times slower, and torch
+        # transposes a batch-sized block in cache (0.6 ms per 4096 x 51) three times faster than numpy.
+        block = torch.from_numpy(columns)
+        return block[: self.n_features].T.contiguous(), block[self.n_features :].T.contiguous()
 
 
 class RowReader:
@@ -573,15 +572,25 @@ def _find_files(path: str, format: str | None) -> tuple[list[str], str, str]:
     return files, root, format
 
 
-def _check_finite(x: np.ndarray, y: np.ndarray, source: StreamingSource, fragment: Fragment, start: int) -> None:
-    for values, names in ((x, source.feature_names), (y, source.target_names)):
-        bad = ~np.isfinite(values)
-        if bad.any():
-            row, column = np.argwhere(bad)[0]
-            raise InputError(
-                f"column '{names[column]}' in '{fragment.path}' holds {values[row, column]} on data row "
-                f"{start + row + 1}; give finite numbers."
-            )
+def _check_finite(columns: np.ndarray, source: StreamingSource, fragment: Fragment, start: int) -> None:
+    bad = ~np.isfinite(columns)
+    if bad.any():
+        column, row = np.argwhere(bad)[0]
+        name = (source.feature_names + source.target_names)[column]
+        raise InputError(
+            f"column '{name}' in '{fragment.path}' holds {columns[column, row]} on data row {start + row + 1}; "
+            "give finite numbers."
+        )
+
+
+def _moments(columns: np.ndarray, n_features: int) -> Moments:
+    """The moments of a column-major chunk (d + t, m), in float64 (what ``Moments.of`` computes
+    from rows, without transposing)."""
+    if columns.shape[1] == 0:
+        return Moments.empty(n_features, columns.shape[0] - n_features)
+    mean = columns.mean(axis=1)
+    centred = columns - mean[:, None]
+    return Moments(n_features, columns.shape[1], mean, centred @ centred.T)
 
 
 def write_linear_dataset(
