@@ -9,6 +9,7 @@ float32 Parquet files (written once by ``write_linear_dataset``, 100k-row row gr
             pass (validation, split counts, moments), one training epoch, and the exact solver's pass
             over ``train_chunks`` (what the report does)
   memory    the same model and trainer on the table loaded into memory (the in-memory path)
+  loader    the streamed training batches of one epoch alone (shuffled, split-filtered), no model
   baseline  the imports alone (torch, Lightning, pyarrow): the memory no data accounts for
 Throughput is training rows per second of one epoch (validation off); ratios are against the floor
 (rows per second of the whole folder). Peak RSS is the process's, plus its largest child (a reader
@@ -109,9 +110,24 @@ def run_training(data: str, mode: str, batch_size: int, steps_per_batch: int, nu
     return result
 
 
+def run_loader(data: str, batch_size: int, steps_per_batch: int, num_workers: int) -> dict:
+    from linreg_pl import ParquetSource, RegressionDataModule
+
+    dm = RegressionDataModule(
+        ParquetSource(data, target="y", num_workers=num_workers), batch_size=batch_size, steps_per_batch=steps_per_batch
+    )
+    loader = dm.stream.loader("train", batch_size, 0, 1, train=True, shuffle=True, steps_per_batch=steps_per_batch)
+    start, rows = time.perf_counter(), 0
+    for batch in loader:
+        rows += sum(len(x) for x, _ in batch) if steps_per_batch > 1 else len(batch[0])
+    return {"rows": rows, "epoch_s": time.perf_counter() - start}
+
+
 def child(args: argparse.Namespace) -> None:
     if args.mode == "floor":
         result = run_floor(args.data)
+    elif args.mode == "loader":
+        result = run_loader(args.data, args.batch_size, args.steps_per_batch, args.num_workers)
     elif args.mode == "baseline":
         import lightning  # noqa: F401
         import pyarrow.dataset  # noqa: F401
@@ -135,7 +151,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=4096)
     parser.add_argument("--steps_per_batch", type=int, default=16)
     parser.add_argument("--num_workers", type=int, default=0)
-    parser.add_argument("--modes", nargs="+", default=["baseline", "floor", "stream", "memory"])
+    parser.add_argument("--modes", nargs="+", default=["baseline", "floor", "loader", "stream", "memory"])
     parser.add_argument("--repeats", type=int, default=1, help="runs per row, interleaved; medians are shown")
     parser.add_argument("--mode", help=argparse.SUPPRESS)  # set in the child processes
     args = parser.parse_args()

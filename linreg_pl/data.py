@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator
 import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from linreg_pl.errors import InputError
 from linreg_pl.scaling import Scaling
 from linreg_pl.sources import DataSource, Table
-from linreg_pl.streaming import EpochLoader, StreamedSplits, StreamingSource
+from linreg_pl.streaming import StreamedSplits, StreamingSource
 
 STAGES = ("train", "val", "test")
 
@@ -248,19 +249,19 @@ class RegressionDataModule(L.LightningDataModule):
             stop = min(start + 65536, share.stop)
             yield x[start:stop], y[start:stop]
 
-    def train_dataloader(self) -> InMemoryBatches | EpochLoader:
+    def train_dataloader(self) -> InMemoryBatches | DataLoader:
         return self._batches("train", train=True)
 
-    def val_dataloader(self) -> InMemoryBatches | EpochLoader:
+    def val_dataloader(self) -> InMemoryBatches | DataLoader:
         return self._batches(self.evaluated_split("val"), train=False)
 
-    def test_dataloader(self) -> InMemoryBatches | EpochLoader:
+    def test_dataloader(self) -> InMemoryBatches | DataLoader:
         return self._batches(self.evaluated_split("test"), train=False)
 
-    def predict_dataloader(self) -> InMemoryBatches | EpochLoader:
+    def predict_dataloader(self) -> InMemoryBatches | DataLoader:
         return self._batches(self.evaluated_split("test"), train=False)
 
-    def _batches(self, split: str, train: bool) -> InMemoryBatches | EpochLoader:
+    def _batches(self, split: str, train: bool) -> InMemoryBatches | DataLoader:
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)

@@ -391,7 +391,7 @@ class StreamedSplits:
         shuffle: bool = False,
         epoch: Callable[[], int] = lambda: 0,
         steps_per_batch: int = 1,
-    ) -> EpochLoader:
+    ) -> DataLoader:
         """The DataLoader of one process's share of a split.
 
         Training batches have ``batch_size`` rows (None: the whole share) and the same count on
@@ -407,6 +407,8 @@ class StreamedSplits:
             shuffle=shuffle and train,
             steps_per_batch=steps_per_batch if train else 1,
         )
+        if not train:  # a plain DataLoader, which Lightning may rebuild (it does for predict)
+            return DataLoader(plan, batch_size=None, num_workers=self.source.num_workers)
         return EpochLoader(plan, epoch, self.source.num_workers)
 
 

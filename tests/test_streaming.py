@@ -171,6 +171,17 @@ def split_sizes(folder: Path, seed: int) -> dict[str, int]:
     return RegressionDataModule(ParquetSource(str(folder), "y"), seed=seed).split_sizes
 
 
+def test_predict_covers_the_test_split(folder):
+    import lightning as L
+
+    from linreg_pl import LinearRegression
+
+    dm = RegressionDataModule(ParquetSource(str(folder), target="y"), batch_size=32)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    predictions = trainer.predict(LinearRegression(3), datamodule=dm)  # Lightning rebuilds this loader
+    assert sum(len(p) for p in predictions) == dm.split_sizes["test"] == len(reference_splits(folder)["test"])
+
+
 def ddp_train(cwd: Path, folder: Path, *args: str) -> dict:
     command = script_command(
         "train.py", "--data.source", "ParquetSource", "--data.source.path", str(folder),
