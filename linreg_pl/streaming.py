@@ -36,6 +36,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from jsonargparse.typing import Path_fr, path_type
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from linreg_pl.errors import InputError
@@ -43,6 +44,7 @@ from linreg_pl.scaling import Scaling
 from linreg_pl.solvers import Moments
 from linreg_pl.sources import DataSource, Table, _unknown_column_message
 
+Path_dr = path_type("dr")  # a readable folder: jsonargparse resolves it against the config file
 SPLITS = ("train", "val", "test")
 SUFFIXES = {"parquet": (".parquet", ".pq"), "csv": (".csv", ".csv.gz")}
 # arrays() hands a whole split to callers that need one (figures, the in-memory report) up to this
@@ -95,7 +97,8 @@ class ParquetSource(StreamingSource):
     ----------
     path : str
         A folder (searched recursively for files of the format; names starting with ``.`` or
-        ``_`` are skipped), a glob (``data/part-*.parquet``) or one file. Relative to the working
+        ``_`` are skipped), a glob (``data/part-*.parquet``) or one file. A relative folder or file
+        in a config file is resolved against that file's folder, a glob against the working
         directory.
     target : str or list of str
         The target column name(s).
@@ -115,7 +118,7 @@ class ParquetSource(StreamingSource):
 
     def __init__(
         self,
-        path: str,
+        path: Path_fr | Path_dr | str,
         target: str | list[str],
         features: list[str] | None = None,
         format: Literal["parquet", "csv"] | None = None,
