@@ -5,6 +5,7 @@ from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
 from linreg_pl.scaling import Scaling
 from linreg_pl.sources import CSVSource, DataSource, MakeRegression, Points, SklearnDataset, SyntheticLinear
+from linreg_pl.streaming import ParquetSource, StreamingSource
 
 __all__ = [
     "CSVSource",
@@ -12,9 +13,11 @@ __all__ = [
     "InputError",
     "LinearRegression",
     "MakeRegression",
+    "ParquetSource",
     "Points",
     "RegressionDataModule",
     "Scaling",
     "SklearnDataset",
+    "StreamingSource",
     "SyntheticLinear",
 ]

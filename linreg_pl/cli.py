@@ -178,15 +178,23 @@ def cli_main(args: list[str] | None = None) -> None:
     run_command(train, args)
 
 
+def ignore_third_party_warnings() -> None:
+    """The one set of warning filters (the tests apply it too): what Lightning 2.6, torch 2.13,
+    jsonargparse and TensorBoard say on every run and no user can act on."""
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r".*skip_none parameter was deprecated")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"tensorboard\..*")
+    # A streamed dataset knows its length; Lightning warns about any IterableDataset that does.
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+
+
 def run_command(command: Callable[[list[str] | None], object], args: list[str] | None = None) -> None:
     """Run an entry point; a user error ends in its one-line message and exit status 2.
 
     Set ``LINREG_PL_VERBOSE=1`` to see the traceback of user errors too.
     """
-    # Lightning 2.6 trips deprecations in torch's pytree and in jsonargparse on every run; neither is
-    # the user's to fix.
-    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+    ignore_third_party_warnings()
     try:
         command(args)
     except InputError as error:

@@ -1,8 +1,8 @@
 """RegressionDataModule: loads a source, splits it, fits the standardization and batches it.
 
-Everything is validated and computed in ``__init__`` (the data lives in memory), so a bad file or
-split fails before any training starts and ``n_features`` is known when the CLI links it into
-the model.
+Everything is validated and computed in ``__init__`` (in-memory data is loaded there; streamed files
+get one first pass, see ``linreg_pl.streaming``), so a bad file or split fails before any training
+starts and ``n_features`` is known when the CLI links it into the model.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterator
 import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from linreg_pl.errors import InputError
 from linreg_pl.scaling import Scaling
 from linreg_pl.solvers import Accumulator, ExactLeastSquares, Moments
 from linreg_pl.sources import DataSource, Table
+from linreg_pl.streaming import StreamedSplits, StreamingSource
 
 STAGES = ("train", "val", "test")
 
@@ -106,7 +108,7 @@ class RegressionDataModule(L.LightningDataModule):
     ----------
     source : DataSource
         Where the data comes from (``SyntheticLinear``, ``Points``, ``MakeRegression``,
-        ``SklearnDataset``, ``CSVSource``).
+        ``SklearnDataset``, ``CSVSource``, or ``ParquetSource`` for files streamed from disk).
     val_fraction, test_fraction : float
         Shares of the rows held out for validation and test, each in [0, 1) and together below 1.
         A non-zero share keeps at least one row. A share of 0 leaves that split empty, and the
@@ -171,6 +173,18 @@ class RegressionDataModule(L.LightningDataModule):
         self.source, self.seed, self.batch_size, self.shuffle = source, seed, batch_size, shuffle
         # Full-batch training has one step per epoch, whatever is asked.
         self.steps_per_batch = steps_per_batch if batch_size is not None else 1
+        if standardize_features is None:
+            standardize_features = source.standardize_by_default
+        self.standardize_features, self.standardize_target = standardize_features, standardize_target
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_statistics: dict[str, Accumulator] = {}
+        if isinstance(source, StreamingSource):
+            # Files larger than memory: one validating pass now, the rows stream when training.
+            self.stream: StreamedSplits | None = StreamedSplits(source, seed, val_fraction, test_fraction)
+            self.table = self.stream.table()
+            self.scaling = self.stream.scaling(standardize_features, standardize_target)
+            return
+        self.stream = None
         self.table = source.load()
         _check_finite(self.table)
         check_range(self.table, torch.float64)  # the Trainer's precision is checked in setup()
@@ -188,9 +202,6 @@ class RegressionDataModule(L.LightningDataModule):
             "val": np.sort(order[n_test : n_test + n_val]),
             "train": np.sort(order[n_test + n_val :]),
         }
-        if standardize_features is None:
-            standardize_features = source.standardize_by_default
-        self.standardize_features, self.standardize_target = standardize_features, standardize_target
         if len(self.indices["train"]) < 2 and (standardize_features or standardize_target):
             raise InputError(
                 f"the training split has {len(self.indices['train'])} row of {n}; standardizing needs at least 2 to "
@@ -201,8 +212,6 @@ class RegressionDataModule(L.LightningDataModule):
         self.scaling = Scaling.fit(
             x_train, y_train, standardize_features, standardize_target, self.feature_names, self.target_names
         )
-        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._train_statistics: dict[str, Accumulator] = {}
 
     # What the CLI links into the model and the report reads.
     @property
@@ -228,23 +237,22 @@ class RegressionDataModule(L.LightningDataModule):
 
     @property
     def split_sizes(self) -> dict[str, int]:
+        if self.stream is not None:
+            return dict(self.stream.sizes)
         return {stage: len(self.indices[stage]) for stage in STAGES}
 
     def evaluated_split(self, stage: str) -> str:
         """The split a stage scores: itself, or the training rows when it is empty."""
-        return stage if len(self.indices[stage]) else "train"
-
-    def train_chunks(self, rows: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The training rows in float64 and original units, in chunks of ``rows``."""
-        x, y = self.arrays("train")
-        for start in range(0, len(x), rows):
-            yield x[start : start + rows], y[start : start + rows]
+        return stage if self.split_sizes[stage] else "train"
 
     def train_statistics(self, method: str = "normal") -> Accumulator:
         """The exact solver's one-pass summary of the training rows (``linreg_pl.solvers``), by
         ``method`` "normal" (moments) or "qr" (a triangular factor); computed once each."""
+        if method == "normal" and self.stream is not None:
+            return self.stream.train_moments  # the first pass over the files computed them
         if method not in self._train_statistics:
-            # Every process holds every training row: nothing to merge across processes.
+            # Every process reads every training row (in memory, or from the files): no merge
+            # across processes, and every process gets the same answer.
             metric = ExactLeastSquares(self.n_features, self.n_targets, method, sync_on_compute=False)
             for x, y in self.train_chunks():
                 metric.update(x, y)
@@ -257,20 +265,36 @@ class RegressionDataModule(L.LightningDataModule):
         return self.train_statistics("normal")
 
     def arrays(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
-        """The float64 rows of a split, in original units."""
+        """The float64 rows of a split, in original units (streamed files: up to a million rows,
+        else an ``InputError``)."""
+        if self.stream is not None:
+            return self.stream.arrays(stage)
         index = self.indices[stage]
         return self.table.x[index], self.table.y[index]
 
-    def train_dataloader(self) -> InMemoryBatches:
+    def train_chunks(self, rank: int = 0, world_size: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Process ``rank``'s share of the training rows as float64 chunks x (m, d), y (m, t) in
+        original units; each training row is in the share of exactly one rank (by default: all
+        rows, in chunks)."""
+        if self.stream is not None:
+            yield from self.stream.chunks("train", rank, world_size)
+            return
+        x, y = self.arrays("train")
+        share = rank_share(len(x), rank, world_size)
+        for start in range(share.start, share.stop, 65536):
+            stop = min(start + 65536, share.stop)
+            yield x[start:stop], y[start:stop]
+
+    def train_dataloader(self) -> InMemoryBatches | DataLoader:
         return self._batches("train", train=True)
 
-    def val_dataloader(self) -> InMemoryBatches:
+    def val_dataloader(self) -> InMemoryBatches | DataLoader:
         return self._batches(self.evaluated_split("val"), train=False)
 
-    def test_dataloader(self) -> InMemoryBatches:
+    def test_dataloader(self) -> InMemoryBatches | DataLoader:
         return self._batches(self.evaluated_split("test"), train=False)
 
-    def predict_dataloader(self) -> InMemoryBatches:
+    def predict_dataloader(self) -> InMemoryBatches | DataLoader:
         return self._batches(self.evaluated_split("test"), train=False)
 
     def setup(self, stage: str) -> None:
@@ -283,14 +307,26 @@ class RegressionDataModule(L.LightningDataModule):
         double = self.trainer is not None and self.trainer.precision == "64-true"
         return torch.float64 if double else torch.float32
 
-    def _batches(self, split: str, train: bool) -> InMemoryBatches:
+    def _batches(self, split: str, train: bool) -> InMemoryBatches | DataLoader:
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        if not train and 0 < len(self.indices[split]) < world_size:
+        rows = self.split_sizes[split]
+        if (self.stream is not None or not train) and 0 < rows < world_size:
             raise InputError(
-                f"the {split} split has {len(self.indices[split])} rows, fewer than the {world_size} "
+                f"the {split} split has {rows} rows, fewer than the {world_size} "
                 "processes; raise its fraction or use fewer devices."
+            )
+        if self.stream is not None:
+            return self.stream.loader(
+                split,
+                self.batch_size,
+                rank,
+                world_size,
+                train=train,
+                shuffle=self.shuffle,
+                epoch=lambda: trainer.current_epoch if trainer is not None else 0,
+                steps_per_batch=self.steps_per_batch,
             )
         x, y = self._device_tensors(split, device)
         return InMemoryBatches(

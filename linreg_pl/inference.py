@@ -124,7 +124,8 @@ def evaluate(args: list[str] | None = None) -> dict:
     check_matches(cli.checkpoint, cli.checkpoint_path, datamodule.n_features, datamodule.n_targets)
     _check_names(cli.checkpoint["hyper_parameters"].get("feature_names"), datamodule.feature_names, cli.checkpoint_path)
     if config.split == "all":
-        x, y = datamodule.table.x, datamodule.table.y
+        parts = [datamodule.arrays(split) for split in ("train", "val", "test")]
+        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     else:
         x, y = datamodule.arrays(config.split)
         if not len(x):

@@ -22,6 +22,7 @@ from linreg_pl.files import write_text_atomically
 from linreg_pl.model import LinearRegression
 from linreg_pl.plots import ridge_path_figure
 from linreg_pl.statistics import SandwichMeat, format_coefficient_table, ols_inference, ridge_path
+from linreg_pl.streaming import MAX_MATERIALIZED_ROWS
 
 # A trained model whose train loss is this much above the exact optimum gets a hint, unless the
 # excess is below float32 round-off relative to the loss of always predicting the mean.
@@ -183,8 +184,12 @@ def exact_reference(model: LinearRegression, datamodule: RegressionDataModule, m
 
 
 def _test_by_target(datamodule: RegressionDataModule, weight: np.ndarray, bias: np.ndarray) -> dict[str, dict]:
-    """Test metrics of each target in its own units (pooled metrics mix targets of other scales)."""
-    x, y = datamodule.arrays(datamodule.evaluated_split("test"))
+    """Test metrics of each target in its own units (pooled metrics mix targets of other scales);
+    empty for a streamed split too large to hold (the pooled test metrics still stand)."""
+    split = datamodule.evaluated_split("test")
+    if datamodule.split_sizes[split] > MAX_MATERIALIZED_ROWS:
+        return {}
+    x, y = datamodule.arrays(split)
     predicted = x @ weight.T + bias
     return {name: scores(y[:, [t]], predicted[:, [t]]) for t, name in enumerate(datamodule.target_names)}
 
@@ -263,8 +268,9 @@ def format_report(summary: dict) -> str:
         lines.append(_gap_line(exact, summary["standardized"]["target"]))
     if "max_abs_error_vs_true" in summary:
         lines.append(f"largest |learned - true| {summary['max_abs_error_vs_true']:.3g}")
-    for target, values in summary["test_by_target"].items():
-        name = f"test {target}" if len(summary["targets"]) > 1 else "test"
+    by_target = summary["test_by_target"] or {"": {k.split("/")[-1]: v for k, v in summary["test_metrics"].items()}}
+    for target, values in by_target.items():
+        name = f"test {target}" if target and len(summary["targets"]) > 1 else "test"
         lines.append(f"{name} (original units)  " + "  ".join(f"{k} {_number(v)}" for k, v in values.items()))
     if "inference" in summary:
         lines += ["", format_coefficient_table(summary["inference"])]

@@ -1,14 +1,13 @@
 """Shared fixtures: every test that trains runs in its own temporary working directory."""
 
-import os
 import sys
 
 import pytest
 
+from linreg_pl.cli import ignore_third_party_warnings
 from tests.helpers import QUIET
 
-# jsonargparse deprecations raised from inside Lightning's CLI: nothing for this project to fix.
-os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+ignore_third_party_warnings()  # the entry points' own filters
 
 
 @pytest.fixture

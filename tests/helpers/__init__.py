@@ -43,6 +43,8 @@ def wait_for_epochs(path: Path, process: subprocess.Popen, epochs: int, deadline
             return checkpoint
         time.sleep(0.05)
     raise AssertionError(f"no checkpoint of epoch {epochs} within {deadline_s} s")
+
+
 def run_train(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
     """``scripts/train.py ARGS`` in a subprocess started in ``cwd``: the CompletedProcess."""
     import subprocess

@@ -1,0 +1,29 @@
+"""Write a large linear data set as sharded files: ``python scripts/make_dataset.py --rows N --features D --out DIR``.
+
+The files hold y = x @ w + b + noise (float32 columns x0..x{D-1}, y); ``DIR/truth.json`` holds w
+and b. Memory stays bounded by one row group, whatever N.
+"""
+
+import argparse
+
+from linreg_pl.cli import run_command
+from linreg_pl.streaming import write_linear_dataset
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, required=True)
+    parser.add_argument("--features", type=int, required=True)
+    parser.add_argument("--out", required=True, help="folder to write (created if missing)")
+    parser.add_argument("--rows_per_file", type=int, default=1_000_000)
+    parser.add_argument("--row_group_size", type=int, default=100_000, help="rows per Parquet row group")
+    parser.add_argument("--noise", type=float, default=0.1, help="standard deviation of the noise on y")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--format", choices=["parquet", "csv", "csv.gz"], default="parquet")
+    options = vars(parser.parse_args(args))
+    write_linear_dataset(**options)
+    print(options["out"])
+
+
+if __name__ == "__main__":
+    run_command(main)
