@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from linreg_pl import CSVSource, MakeRegression, Points, SklearnDataset, SyntheticLinear
+from linreg_pl import CSVSource, MakeRegression, ParquetSource, Points, SklearnDataset, SyntheticLinear
 from linreg_pl.cli import TrainCLI
 from tests.helpers import CONFIGS
 
@@ -18,6 +18,7 @@ GIVEN = {
     MakeRegression: {"noise": 20.0},
     SklearnDataset: {"name": "linnerud"},
     CSVSource: {"path": str(CONFIGS / "example.csv"), "target": "price_k"},
+    ParquetSource: {"path": str(CONFIGS / "example_parquet"), "target": "y"},
 }
 
 
