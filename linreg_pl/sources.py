@@ -58,7 +58,7 @@ class DataSource:
         source = super().__new__(cls)
         bound = inspect.signature(cls.__init__).bind_partial(source, *args, **kwargs)
         bound.apply_defaults()
-        source._init_args = {k: v for k, v in bound.arguments.items() if k != "self"}
+        source.given_arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
         return source
 
     def load(self) -> Table:
@@ -67,7 +67,7 @@ class DataSource:
     def config(self) -> dict:
         """``{"class_path": ..., "init_args": ...}`` in plain values: what a checkpoint stores to
         rebuild this source (paths made absolute, so it works from any directory)."""
-        init_args = {name: _plain(value) for name, value in self._init_args.items()}
+        init_args = {name: _plain(value) for name, value in self.given_arguments.items()}
         return {"class_path": f"{type(self).__module__}.{type(self).__name__}", "init_args": init_args}
 
 
