@@ -82,9 +82,9 @@ def test_each_optimizer_by_config_recovers_the_d2l_parameters(train_run, optimiz
     np.testing.assert_allclose(summary["learned"]["bias"], [4.2], atol=0.01)
 
 
-def test_ridge_penalty_matches_the_closed_form():
-    dm = RegressionDataModule(SyntheticLinear(weight=[2.0, -3.4], bias=4.2, noise=1.0), batch_size=None)
-    l2 = 0.5
+@pytest.mark.parametrize("seed, l2", [(0, 0.5), (1, 0.05), (2, 2.0)])
+def test_ridge_penalty_matches_the_closed_form(seed, l2):
+    dm = RegressionDataModule(SyntheticLinear(weight=[2.0, -3.4], bias=4.2, noise=1.0, seed=seed), batch_size=None)
     model = LinearRegression(
         n_features=2, l2=l2, optimizer=lambda p: torch.optim.LBFGS(p, max_iter=100, line_search_fn="strong_wolfe")
     )
