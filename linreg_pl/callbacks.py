@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import lightning as L
+import matplotlib.pyplot as plt
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -19,10 +20,10 @@ from matplotlib.figure import Figure
 
 from linreg_pl.checkpoints import last_checkpoint_path
 from linreg_pl.data import RegressionDataModule
-from linreg_pl.errors import TrainingDiverged
+from linreg_pl.errors import InputError, TrainingDiverged
 from linreg_pl.files import atomic_open
 from linreg_pl.model import LinearRegression
-from linreg_pl.plots import fit_figure, landscape_figure, line_limits, prediction_figure, write_gif
+from linreg_pl.plots import fit_figure, landscape_figure, line_limits, pixels, prediction_figure, write_gif
 from linreg_pl.solvers import exact_least_squares
 
 # Rows drawn per split in a figure: enough to show the cloud, cheap enough for every snapshot.
@@ -207,11 +208,14 @@ class FitFigures(Callback):
 
     def __init__(self, n_snapshots: int = 20, gif_fps: float = 4.0) -> None:
         if n_snapshots < 1:
-            raise ValueError(f"n_snapshots={n_snapshots} must be >= 1")
+            raise InputError(f"FitFigures n_snapshots={n_snapshots} must be >= 1 (snapshots after step 0).")
+        if not gif_fps > 0:
+            raise InputError(f"FitFigures gif_fps={gif_fps} must be > 0 (frames per second of fit.gif).")
         self.n_snapshots, self.gif_fps = n_snapshots, gif_fps
         self.active = False
         self.steps, self.next_index, self.total_steps = np.zeros(0, np.int64), 0, 0
-        self.snapshots: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.snapshot_steps: list[int] = []
+        self.frames: list[np.ndarray] = []  # the rendered snapshots, for the GIF
         self.path: list[np.ndarray] | None = None
 
     def on_train_start(self, trainer, pl_module: LinearRegression) -> None:
@@ -229,7 +233,7 @@ class FitFigures(Callback):
         self.total_steps = min(total, trainer.max_steps) if trainer.max_steps > 0 else total
         self.steps = snapshot_steps(self.total_steps, self.n_snapshots)
         self.next_index = 0
-        self.snapshots = []
+        self.snapshot_steps, self.frames = [], []
         self.splits = drawn_splits(datamodule)
         # One target axis for every frame, holding the data and the initial line.
         self.y_limits = (
@@ -248,18 +252,14 @@ class FitFigures(Callback):
             self.path.append(_flat_parameters(pl_module))
 
     def on_train_end(self, trainer, pl_module: LinearRegression) -> None:
-        if not self.active or not self.snapshots:
+        if not self.active or not self.frames:
             return
-        if self.snapshots[-1][0] != trainer.global_step:  # stopped early, or between scheduled steps
+        if self.snapshot_steps[-1] != trainer.global_step:  # stopped early, or between scheduled steps
             self._take(trainer, pl_module)
         logger, datamodule = _tensorboard(trainer), trainer.datamodule
         run_dir = Path(logger.log_dir)
-        write_gif(
-            run_dir / "fit.gif",
-            self.snapshots,
-            lambda snapshot, figure: self._draw(datamodule, snapshot, figure),
-            fps=self.gif_fps,
-        )
+        write_gif(run_dir / "fit.gif", self.frames, fps=self.gif_fps)
+        self.frames = []
         if self.path is not None and len(self.path) > 1:
             figure = draw_landscape(datamodule, np.array(self.path))
             logger.experiment.add_figure("landscape", figure, trainer.global_step, close=False)
@@ -277,17 +277,16 @@ class FitFigures(Callback):
         """Draw the fit at this step into TensorBoard and keep the parameters for the GIF."""
         step = trainer.global_step
         weight, bias = model.learned_parameters()
-        self.snapshots.append((step, weight, bias))
         if self.path is not None:
             self.path.append(np.concatenate([weight[0], bias]))
-        figure = self._draw(trainer.datamodule, (step, weight, bias))
-        _tensorboard(trainer).experiment.add_figure("fit", figure, step, close=True)
+        figure = draw_fit(self.splits, trainer.datamodule, weight, bias, self._title(step), y_limits=self.y_limits)
+        frame = pixels(figure)
+        plt.close(figure)
+        _tensorboard(trainer).experiment.add_image("fit", frame, step, dataformats="HWC")
+        self.snapshot_steps.append(step)
+        self.frames.append(frame)
         while self.next_index < len(self.steps) and self.steps[self.next_index] <= step:
             self.next_index += 1
-
-    def _draw(self, datamodule: RegressionDataModule, snapshot: tuple, figure: Figure | None = None) -> Figure:
-        step, weight, bias = snapshot
-        return draw_fit(self.splits, datamodule, weight, bias, self._title(step), figure, self.y_limits)
 
     def _title(self, step: int) -> str:
         total = f" of {self.total_steps}" if math.isfinite(self.total_steps) else ""
@@ -347,8 +346,6 @@ def draw_landscape(datamodule: RegressionDataModule, path: np.ndarray) -> Figure
 
 def save_png(figure: Figure, path: Path) -> None:
     """Save and close ``figure``, atomically."""
-    import matplotlib.pyplot as plt
-
     with atomic_open(path) as file:
         figure.savefig(file, format="png", dpi=100)
     plt.close(figure)
@@ -405,15 +402,16 @@ class HyperparameterMetrics(Callback):
                 writer.file_writer.add_summary(summary, trainer.global_step)
 
 
-def data_hyperparameters(datamodule: RegressionDataModule, world_size: int = 1) -> dict[str, float | str | bool]:
+def data_hyperparameters(datamodule: RegressionDataModule, world_size: int = 1) -> dict[str, float | str]:
     """The data side of the HPARAMS table: the source in short, the batch size (the training rows
     per process for full-batch training) and the standardization."""
     batch_size = datamodule.batch_size or datamodule.split_sizes["train"] // world_size
     return {
         "source": source_label(datamodule.hparams["source"]),
         "batch_size": batch_size,
-        "standardize_features": bool(datamodule.standardize_features),
-        "standardize_target": bool(datamodule.standardize_target),
+        # As words: TensorBoard would show a bool as 0 or 1.
+        "standardize_features": str(bool(datamodule.standardize_features)).lower(),
+        "standardize_target": str(bool(datamodule.standardize_target)).lower(),
     }
 
 

@@ -1,6 +1,6 @@
 """Matplotlib figures of a fit: the data with the fitted line (one feature), or predicted vs.
 actual and residuals (several features or targets); the loss landscape with the optimizer's path;
-and an animated GIF of fit snapshots.
+and an animated GIF of rendered fit snapshots.
 
 Figures take NumPy arrays only. Axis limits come from the data alone, never from the parameters,
 so the snapshots of one run share their axes and the line visibly moves between frames.
@@ -8,8 +8,7 @@ so the snapshots of one run share their axes and the line visibly moves between 
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +17,6 @@ matplotlib.use("Agg")  # figures are written to TensorBoard and PNG files, never
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.animation import PillowWriter  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from linreg_pl.files import atomic_open  # noqa: E402
@@ -214,34 +212,42 @@ def landscape_figure(
     return figure
 
 
-def write_gif(path: str | Path, frames: Sequence, draw: Callable[[object, Figure], Figure], fps: float = 4.0) -> None:
-    """Write an animated GIF of ``draw(frame, figure)`` for each frame, holding the last one a
-    second longer, atomically (the file appears complete or not at all).
+def pixels(figure: Figure) -> np.ndarray:
+    """The figure rendered at its own size and dpi, as RGB bytes (height, width, 3).
 
     Examples
     --------
-    >>> target = Path(tempfile.mkdtemp()) / "count.gif"
-    >>> x = np.array([[0.0], [1.0]])
-    >>> draw = lambda w, figure: fit_figure({"train": (x, x)}, np.array([[w]]), np.zeros(1), figure=figure)
-    >>> write_gif(target, [0.0, 1.0], draw)
-    >>> from PIL import Image
-    >>> gif = Image.open(target)  # Pillow merges the repeated last frame into one longer frame
-    >>> gif.n_frames, gif.info["duration"]
-    (2, 250)
+    >>> figure = plt.figure(figsize=(2, 1), dpi=50)
+    >>> pixels(figure).shape
+    (50, 100, 3)
+    >>> plt.close(figure)
     """
-    frames = list(frames) + [frames[-1]] * round(fps)  # a pause before the loop restarts
-    figure = draw(frames[0], None)
-    writer = PillowWriter(fps=fps)
-    with tempfile.TemporaryDirectory() as scratch:
-        # Pillow picks the format from the file name, so it writes a .gif in a scratch directory first.
-        scratch_gif = Path(scratch) / "animation.gif"
-        with writer.saving(figure, str(scratch_gif), dpi=80):
-            for frame in frames:
-                draw(frame, figure)
-                writer.grab_frame()
-        with atomic_open(path) as file:
-            file.write(scratch_gif.read_bytes())
-    plt.close(figure)
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def write_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float = 4.0, hold_last_s: float = 1.5) -> None:
+    """Write RGB frames (height, width, 3) as a looping animated GIF, the last frame held
+    ``hold_last_s`` seconds before the loop restarts, atomically (complete or absent).
+
+    The frames are the ones already rendered for TensorBoard: nothing is drawn twice.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "fade.gif"
+    >>> write_gif(target, [np.full((4, 6, 3), level, np.uint8) for level in (0, 128, 255)], fps=4)
+    >>> from PIL import Image
+    >>> gif = Image.open(target)
+    >>> gif.n_frames, gif.size, gif.info["loop"]
+    (3, (6, 4), 0)
+    """
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in frames]
+    durations = [round(1000 / fps)] * (len(images) - 1) + [round(1000 * hold_last_s)]
+    with atomic_open(path) as file:
+        images[0].save(file, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
 
 
 def _blank(figure: Figure | None, size: tuple[float, float]) -> Figure:
