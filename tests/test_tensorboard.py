@@ -1,11 +1,7 @@
 """What a user sees in TensorBoard: read back with TensorBoard's own reader and its own server."""
 
 import json
-import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,7 +11,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
-from tests.helpers import CONFIGS, free_port, lstsq_with_intercept
+from tests.helpers import CONFIGS, http_get, lstsq_with_intercept, tensorboard_server
 
 
 @pytest.fixture(scope="module")
@@ -174,47 +170,15 @@ def test_unconverged_run_gets_a_hint(train_run, capsys):
     assert "hint: training has not reached the optimum" in out
 
 
-def get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read()
-
-
-def test_tensorboard_server_serves_the_scalars_and_the_image(d2l_run):
+def test_tensorboard_server_serves_the_scalars_and_the_images(d2l_run):
     run_dir, _ = d2l_run
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(run_dir.parent),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}/data/plugin"
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # poll until the server has loaded the run (bounded by the deadline)
-            try:
-                tags = json.loads(get(f"{base}/scalars/tags"))
-                if tags:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stderr.read().decode()
-            assert time.monotonic() < deadline, "tensorboard did not load the run within 60 s"
-            time.sleep(0.5)
-        run = run_dir.name
-        assert {"val/loss", "train/loss", "params/w[x0]"} <= set(tags[run])
-        images = json.loads(get(f"{base}/images/images?run={run}&tag=fit"))
-        image = get(f"{base}/images/individualImage?{images[-1]['query']}")
+    with tensorboard_server(run_dir.parent) as base:
+        api, run = f"{base}/data/plugin", run_dir.name
+        tags = json.loads(http_get(f"{api}/scalars/tags"))
+        assert {"val/loss", "train/loss", "train/log10_loss", "params/w[x0]", "params_ref/lstsq/b"} <= set(tags[run])
+        snapshots = json.loads(http_get(f"{api}/images/images?run={run}&tag=fit"))
+        steps = [snapshot["step"] for snapshot in snapshots]
+        assert len(steps) >= 10 and steps[0] == 0 and len(set(steps)) == len(steps)
+        image = http_get(f"{api}/images/individualImage?{snapshots[-1]['query']}")
         assert image[:4] == b"\x89PNG"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        assert len(json.loads(http_get(f"{api}/images/images?run={run}&tag=landscape"))) == 1

@@ -1,6 +1,8 @@
 """Helpers shared by the tests: paths, subprocess commands and independent reference answers."""
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +30,54 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+@contextmanager
+def tensorboard_server(logdir: Path, *flags: str, timeout: float = 60) -> Iterator[str]:
+    """A real ``tensorboard`` server on 127.0.0.1 over ``logdir`` (with extra command-line
+    ``flags``); yields its base URL once it has loaded the runs' scalars (polled, bounded by
+    ``timeout``), and stops it afterwards."""
+    import json
+    import subprocess
+    import time
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *flags,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if json.loads(http_get(f"{base}/data/plugin/scalars/tags")):
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode()
+            assert time.monotonic() < deadline, f"tensorboard did not load {logdir} within {timeout} s"
+            time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
