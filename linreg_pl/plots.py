@@ -122,6 +122,9 @@ def prediction_figure(
             style = {"color": "tab:blue"} if index == 0 else {"facecolors": "none", "edgecolors": f"C{index}"}
             left.scatter(actual[:, t], predicted[:, t], s=12, alpha=0.6, label=split, **style)
             right.scatter(predicted[:, t], actual[:, t] - predicted[:, t], s=12, alpha=0.6, **style)
+        # Residuals within half the data's spread share one scale across frames; larger ones widen it.
+        largest = max(float(np.abs(actual[:, t] - predicted[:, t]).max()) for actual, predicted in splits.values())
+        reach = max(spread / 2, 1.05 * largest)
         left.plot(limits, limits, "--", color="black", lw=1, label="identity")
         left.set(xlabel=f"actual {name}", ylabel=f"predicted {name}", xlim=limits, ylim=limits)
         left.legend(fontsize=8, loc="upper left")
@@ -130,7 +133,7 @@ def prediction_figure(
             xlabel=f"predicted {name}",
             ylabel="residual (actual - predicted)",
             xlim=limits,
-            ylim=(-spread / 2, spread / 2),
+            ylim=(-reach, reach),
         )
     figure.suptitle(title)
     return figure
