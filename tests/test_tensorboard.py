@@ -172,7 +172,8 @@ def test_unconverged_run_gets_a_hint(train_run, capsys):
 
 def test_tensorboard_server_serves_the_scalars_and_the_images(d2l_run):
     run_dir, _ = d2l_run
-    with tensorboard_server(run_dir.parent) as base:
+    # TensorBoard keeps a sample of 10 images per tag unless told to keep more (as `make tensorboard` does).
+    with tensorboard_server(run_dir.parent, "--samples_per_plugin", "images=100") as base:
         api, run = f"{base}/data/plugin", run_dir.name
         tags = json.loads(http_get(f"{api}/scalars/tags"))
         assert {"val/loss", "train/loss", "train/log10_loss", "params/w[x0]", "params_ref/lstsq/b"} <= set(tags[run])
