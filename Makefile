@@ -27,7 +27,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 tensorboard: $(STAMP)
-	$(BIN)/tensorboard --logdir logs --host 127.0.0.1
+	$(BIN)/tensorboard --logdir logs --host 127.0.0.1 --samples_per_plugin images=100
 
 benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.training $(ARGS)

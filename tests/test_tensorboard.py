@@ -1,18 +1,17 @@
 """What a user sees in TensorBoard: read back with TensorBoard's own reader and its own server."""
 
 import json
-import subprocess
 import sys
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.util import tensor_util
 
-from tests.helpers import CONFIGS, free_port
+from tests.helpers import CONFIGS, http_get, lstsq_with_intercept, tensorboard_server
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +34,9 @@ def d2l_run(tmp_path_factory):
 
 
 def events(run_dir):
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0})
+    accumulator = EventAccumulator(
+        str(run_dir), size_guidance={"scalars": 0, "images": 0, "histograms": 0, "tensors": 0}
+    )
     accumulator.Reload()
     return accumulator
 
@@ -46,33 +47,106 @@ def test_event_files_hold_scalars_figure_and_hparams(d2l_run):
     scalars = set(accumulator.Tags()["scalars"])
     expected = {
         "train/loss",
+        "train/log10_loss",
         "train/loss_epoch",
         "val/loss",
         "val/rmse",
         "val/mae",
         "val/r2",
-        "lr",
         "params/w[x0]",
         "params/w[x1]",
         "params/b",
+        "params_ref/true/w[x1]",
+        "params_ref/lstsq/w[x1]",
         "test/mse",
         "test/r2",
     }
     assert expected <= scalars, expected - scalars
+    assert "lr" not in scalars  # Lightning's LearningRateMonitor logs it, when configured
     trajectory = [e.value for e in accumulator.Scalars("params/w[x1]")]
     assert len(trajectory) >= 10 and abs(trajectory[-1] + 3.4) < abs(trajectory[0] + 3.4)  # walks to -3.4
-    assert "fit" in accumulator.Tags()["images"]
-    assert (run_dir / "fit.png").read_bytes()[:4] == b"\x89PNG"
+    assert {"fit", "fit/tested", "landscape"} <= set(accumulator.Tags()["images"])
+    for name in ("fit.png", "landscape.png"):
+        assert (run_dir / name).read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / "fit.gif").read_bytes()[:6] == b"GIF89a"
 
     content = accumulator.PluginTagToContent("hparams")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     metric_tags = {m.name.tag for m in experiment.metric_infos}
     assert metric_tags == {"val/loss", "test/mse", "test/r2"}  # real metrics, no hp_metric placeholder
     session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
-    assert session.hparams["data/batch_size"].number_value == 10
+    # What a person compares between runs, and no internals (optimizer flags, instantiators, class paths).
+    assert set(session.hparams) == {
+        "optimizer",
+        "lr",
+        "lr_scheduler",
+        "max_epochs",
+        "batch_size",
+        "l1",
+        "l2",
+        "source",
+        "standardize_features",
+        "standardize_target",
+    }
+    hparams = {k: v.string_value or v.number_value for k, v in session.hparams.items()}
+    assert hparams["optimizer"] == "SGD" and hparams["lr"] == pytest.approx(0.03)
+    assert hparams["batch_size"] == 10 and hparams["max_epochs"] == 2
+    assert hparams["source"] == "SyntheticLinear(n_samples=1000, noise=0.01)"
     assert "hp_metric" not in scalars
     assert accumulator.Scalars("test/mse")[-1].value == pytest.approx(summary["test_metrics"]["test/mse"], rel=1e-6)
     assert (run_dir / "config.yaml").is_file()
+    assert "max_epochs" not in yaml.safe_load((run_dir / "hparams.yaml").read_text())  # the model's own, untouched
+
+
+def test_custom_scalars_put_each_parameter_with_its_references(d2l_run):
+    run_dir, _ = d2l_run
+    tensor = events(run_dir).Tensors("custom_scalars__config__")[0].tensor_proto
+    layout = layout_pb2.Layout.FromString(tensor_util.make_ndarray(tensor).item())
+    charts = {chart.title: list(chart.multiline.tag) for c in layout.category for chart in c.chart}
+    assert charts["w[x1]"] == [r"^params/w\[x1\]$", r"^params_ref/lstsq/w\[x1\]$", r"^params_ref/true/w\[x1\]$"]
+    assert charts["train loss (log10)"] == [r"^train/log10_loss$"]
+
+
+LESSONS = {  # shortened runs: the schedule follows the run's length, so it still takes >= 10 snapshots
+    "line": ["--trainer.max_epochs=40", "--trainer.check_val_every_n_epoch=10"],
+    "four_points": ["--trainer.max_epochs=40", "--trainer.check_val_every_n_epoch=10"],
+    "make_regression": ["--trainer.max_epochs=40", "--trainer.check_val_every_n_epoch=10"],
+    "d2l": ["--trainer.max_epochs=1"],
+}
+
+
+@pytest.mark.parametrize("name", list(LESSONS))
+def test_every_lesson_shows_the_learning_from_step_0(train_run, name):
+    from linreg_pl.cli import LinearRegressionCLI
+
+    summary = train_run("--config", str(CONFIGS / f"{name}.yaml"), *LESSONS[name])
+    run_dir = Path(summary["run_dir"])
+    accumulator = events(run_dir)
+    snapshots = [event.step for event in accumulator.Images("fit")]
+    assert len(snapshots) >= 10 and snapshots[0] == 0, snapshots
+    assert snapshots == sorted(set(snapshots))  # distinct steps, in order: the slider's positions
+    assert len(accumulator.Images("landscape")) == 1 and (run_dir / "landscape.png").is_file()
+    from PIL import Image
+
+    assert Image.open(run_dir / "fit.gif").n_frames == len(snapshots)
+
+    weight_tag = next(tag for tag in accumulator.Tags()["scalars"] if tag.startswith("params/w["))
+    weight = accumulator.Scalars(weight_tag)
+    assert weight[0].step == 0 and weight[-1].step == snapshots[-1]
+    # The least-squares reference is the independent numpy answer on the same training rows.
+    x, y = LinearRegressionCLI(["--config", str(CONFIGS / f"{name}.yaml")]).datamodule.arrays("train")
+    exact_weight, exact_bias = lstsq_with_intercept(x, y)
+    assert accumulator.Scalars(weight_tag.replace("params/", "params_ref/lstsq/"))[0].value == pytest.approx(
+        exact_weight[0, 0], rel=1e-5
+    )
+    assert accumulator.Scalars("params_ref/lstsq/b")[-1].value == pytest.approx(exact_bias[0], rel=1e-5, abs=1e-6)
+    # The walk from the initial value ends nearer the optimum than it started.
+    assert abs(weight[-1].value - exact_weight[0, 0]) < abs(weight[0].value - exact_weight[0, 0])
+    # train/log10_loss is train/loss on a log scale, at the same steps.
+    loss = {e.step: e.value for e in accumulator.Scalars("train/loss")}
+    log10_loss = {e.step: e.value for e in accumulator.Scalars("train/log10_loss")}
+    assert loss.keys() == log10_loss.keys()
+    assert [10**v for v in log10_loss.values()] == pytest.approx(list(loss.values()), rel=1e-4, abs=1e-30)
 
 
 def test_many_parameters_are_logged_as_histograms(train_run):
@@ -96,47 +170,16 @@ def test_unconverged_run_gets_a_hint(train_run, capsys):
     assert "hint: training has not reached the optimum" in out
 
 
-def get(url, timeout=5):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read()
-
-
-def test_tensorboard_server_serves_the_scalars_and_the_image(d2l_run):
+def test_tensorboard_server_serves_the_scalars_and_the_images(d2l_run):
     run_dir, _ = d2l_run
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(run_dir.parent),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}/data/plugin"
-    try:
-        deadline = time.monotonic() + 60
-        while True:  # poll until the server has loaded the run (bounded by the deadline)
-            try:
-                tags = json.loads(get(f"{base}/scalars/tags"))
-                if tags:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stderr.read().decode()
-            assert time.monotonic() < deadline, "tensorboard did not load the run within 60 s"
-            time.sleep(0.5)
-        run = run_dir.name
-        assert {"val/loss", "train/loss", "params/w[x0]"} <= set(tags[run])
-        images = json.loads(get(f"{base}/images/images?run={run}&tag=fit"))
-        image = get(f"{base}/images/individualImage?{images[-1]['query']}")
+    # TensorBoard keeps a sample of 10 images per tag unless told to keep more (as `make tensorboard` does).
+    with tensorboard_server(run_dir.parent, "--samples_per_plugin", "images=100") as base:
+        api, run = f"{base}/data/plugin", run_dir.name
+        tags = json.loads(http_get(f"{api}/scalars/tags"))
+        assert {"val/loss", "train/loss", "train/log10_loss", "params/w[x0]", "params_ref/lstsq/b"} <= set(tags[run])
+        snapshots = json.loads(http_get(f"{api}/images/images?run={run}&tag=fit"))
+        steps = [snapshot["step"] for snapshot in snapshots]
+        assert len(steps) >= 10 and steps[0] == 0 and len(set(steps)) == len(steps)
+        image = http_get(f"{api}/images/individualImage?{snapshots[-1]['query']}")
         assert image[:4] == b"\x89PNG"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        assert len(json.loads(http_get(f"{api}/images/images?run={run}&tag=landscape"))) == 1

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +71,54 @@ def assert_user_error(result, match: str) -> str:
     assert len(error_lines) == 1, result.stderr[-2000:]
     assert re.search(match, error_lines[0]), error_lines[0]
     return error_lines[0]
+
+
+def http_get(url: str, timeout: float = 5) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+@contextmanager
+def tensorboard_server(logdir: Path, *flags: str, timeout: float = 60) -> Iterator[str]:
+    """A real ``tensorboard`` server on 127.0.0.1 over ``logdir`` (with extra command-line
+    ``flags``); yields its base URL once it has loaded the runs' scalars (polled, bounded by
+    ``timeout``), and stops it afterwards."""
+    import json
+    import subprocess
+    import time
+
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *flags,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if json.loads(http_get(f"{base}/data/plugin/scalars/tags")):
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode()
+            assert time.monotonic() < deadline, f"tensorboard did not load {logdir} within {timeout} s"
+            time.sleep(0.5)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
