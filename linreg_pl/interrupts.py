@@ -72,6 +72,7 @@ class GracefulStop(Callback):
         self._steps_to_check = 1
         self._interval = 1
         self._last_check: float | None = None
+        self._watchdog: threading.Timer | None = None
 
     # Lightning installs its own SIGTERM handler after ``setup`` and restores the previous
     # handlers when the stage ends, so ours goes in at the start of every stage.
@@ -103,9 +104,11 @@ class GracefulStop(Callback):
         if self.signum is not None:
             self._exit_now(signum, "a second signal")
         self.signum = signum
-        watchdog = threading.Timer(self.grace_s, self._exit_now, (signum, f"still running {self.grace_s:g} s after it"))
-        watchdog.daemon = True
-        watchdog.start()
+        self._watchdog = threading.Timer(
+            self.grace_s, self._exit_now, (signum, f"still running {self.grace_s:g} s after it")
+        )
+        self._watchdog.daemon = True
+        self._watchdog.start()
 
     def _exit_now(self, signum: int, why: str) -> None:
         name = signal.Signals(signum).name
@@ -174,6 +177,11 @@ class GracefulStop(Callback):
         # Rank 0 learns of a dead rank as a gloo "connection reset" traceback: name the culprit.
         # The reset can arrive a moment before the dead process is reaped, hence the short wait.
         if isinstance(exception, Interrupted):
+            if trainer.world_size == 1 and self._watchdog is not None:
+                # Alone, the stop is on its way out with no collective to hang in: the watchdog
+                # would only end a caller that goes on (a notebook, a test run in-process).
+                self._watchdog.cancel()
+                self._watchdog, self.signum = None, None
             return
         deadline = time.monotonic() + DEATH_NOTICE_S
         for rank, child in enumerate(self._children, start=1):

@@ -214,3 +214,5 @@ def test_ctrl_c_alone_stops_at_the_next_step_saves_and_restores_the_handler(trai
     assert stopped.value.code == 130
     assert torch.load(in_tmp / "logs/d2l/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"] == 5
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
+    # No watchdog left armed: it would end this (test) process 20 s later.
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t.is_alive()]
