@@ -25,6 +25,7 @@ from linreg_pl.errors import InputError, TrainingDiverged
 from linreg_pl.files import atomic_open
 from linreg_pl.model import LinearRegression
 from linreg_pl.plots import fit_figure, landscape_figure, line_limits, pixels, prediction_figure, write_gif
+from linreg_pl.report import exact_reference
 from linreg_pl.streaming import MAX_MATERIALIZED_ROWS
 
 # Rows drawn per split in a figure: enough to show the cloud, cheap enough for every snapshot.
@@ -463,6 +464,8 @@ class StopAtOptimum(Callback):
     the train loss within ``rtol`` of the optimum and every coefficient within ``coef_rtol``
     (relative to the largest one) of its least-squares value. ``max_epochs`` is then a ceiling, not
     a guess. Checked at the end of every training epoch from the data's moments: no pass over rows.
+    Every run also shows the live gap on the progress bar (``train/gap``: the train loss's relative
+    excess over the optimum), lessons included.
 
     Parameters
     ----------
@@ -471,8 +474,8 @@ class StopAtOptimum(Callback):
     coef_rtol : float
         Largest coefficient error, relative to the largest least-squares coefficient.
     when : {"real_data", "always", "never"}
-        "real_data" (default): for CSV and bundled real sets, not for the lessons, whose runs show
-        the textbook's epochs.
+        When to stop: "real_data" (default) for CSV and bundled real sets, not for the lessons,
+        whose runs show the textbook's epochs; "never" also turns the gap off.
     """
 
     def __init__(
@@ -487,13 +490,12 @@ class StopAtOptimum(Callback):
         datamodule = trainer.datamodule
         if self.when == "never" or not isinstance(datamodule, RegressionDataModule) or pl_module.hparams.l1:
             return
-        if self.when == "real_data" and not datamodule.real_data:
-            return
-        from linreg_pl.report import exact_reference
-
         reference = exact_reference(pl_module, datamodule)
         excess = reference["train_loss"] - reference["optimal_train_loss"]
         floor = max(reference["optimal_train_loss"], NEGLIGIBLE_LOSS * reference["constant_train_loss"])
+        pl_module.log("train/gap", excess / floor, prog_bar=True, sync_dist=True)
+        if self.when == "real_data" and not datamodule.real_data:
+            return
         if excess <= self.rtol * floor and reference["coefficient_error"] <= self.coef_rtol:
             trainer.should_stop = True
             if trainer.is_global_zero:

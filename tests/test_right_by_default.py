@@ -44,3 +44,23 @@ def test_default_csv_run_reaches_the_least_squares_optimum(train_run, in_tmp, ro
     if not collinear:  # there the coefficients of the pair are barely determined
         learned, exact = np.append(learned_weight, learned_bias), np.append(exact_weight, exact_bias)
         assert np.abs(learned - exact).max() <= 1e-3 * np.abs(exact).max()
+
+
+def test_the_progress_bar_shows_the_live_gap_to_the_optimum(in_tmp, monkeypatch):
+    from linreg_pl.cli import TrainCLI
+
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    cli = TrainCLI(["--trainer.max_epochs=2", "--trainer.logger=false"])
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    gap = cli.trainer.progress_bar_metrics["train/gap"]
+    moments = cli.datamodule.train_moments()
+    loss, optimum = moments.objective(*cli.model.learned_parameters()), moments.objective(*moments.solve())
+    assert gap == pytest.approx(loss / optimum - 1, rel=1e-6)
+
+
+def test_a_one_row_test_split_reports_r2_as_undefined_and_finishes(train_run, in_tmp):
+    write_csv(in_tmp / "tiny.csv", 12, 2, (0, 0), False, 0)  # 12 rows: val and test get 1 row each
+    summary = train_run("--data.source=CSVSource", "--data.source.path=tiny.csv", "--data.source.target=y")
+    assert summary["split_sizes"]["test"] == 1
+    assert summary["test_metrics"]["test/r2"] is None and summary["test_by_target"]["y"]["r2"] is None
+    assert summary["test_metrics"]["test/mse"] > 0
