@@ -134,7 +134,7 @@ def test_stacked_configs_and_dotted_flags(train_run, tmp_path):
         (["--trainer.devices=0"], "invalid --trainer options: `Trainer(devices='0')` value is not a valid input"),
         (["--trainer.check_val_every_n_epoch=0"], "--trainer.check_val_every_n_epoch=0 must be an integer >= 1"),
         (["--trainer.log_every_n_steps=0"], "--trainer.log_every_n_steps=0 must be an integer >= 1"),
-        (["--trainer.logger.init_args.save_dir=keep.txt/logs"], "keep.txt/logs' (Not a directory)"),
+        (["--trainer.logger.init_args.save_dir=keep.txt/logs"], "keep.txt/logs/d2l' (Not a directory)"),
     ],
 )
 def test_user_errors_end_in_one_line_and_exit_2(tmp_path, args, message):

@@ -117,7 +117,7 @@ LESSONS = {  # shortened runs: the schedule follows the run's length, so it stil
 
 @pytest.mark.parametrize("name", list(LESSONS))
 def test_every_lesson_shows_the_learning_from_step_0(train_run, name):
-    from linreg_pl.cli import LinearRegressionCLI
+    from linreg_pl.cli import TrainCLI
 
     summary = train_run("--config", str(CONFIGS / f"{name}.yaml"), *LESSONS[name])
     run_dir = Path(summary["run_dir"])
@@ -134,7 +134,7 @@ def test_every_lesson_shows_the_learning_from_step_0(train_run, name):
     weight = accumulator.Scalars(weight_tag)
     assert weight[0].step == 0 and weight[-1].step == snapshots[-1]
     # The least-squares reference is the independent numpy answer on the same training rows.
-    x, y = LinearRegressionCLI(["--config", str(CONFIGS / f"{name}.yaml")]).datamodule.arrays("train")
+    x, y = TrainCLI(["--config", str(CONFIGS / f"{name}.yaml")]).datamodule.arrays("train")
     exact_weight, exact_bias = lstsq_with_intercept(x, y)
     assert accumulator.Scalars(weight_tag.replace("params/", "params_ref/lstsq/"))[0].value == pytest.approx(
         exact_weight[0, 0], rel=1e-5
