@@ -22,13 +22,13 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from linreg_pl.checkpoints import check_matches, read_checkpoint, resolve_checkpoint
+from linreg_pl.class_args import CLASS_OPTIONS, class_layers, reset_flags
 from linreg_pl.data import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
 from linreg_pl.parse_errors import one_line
 from linreg_pl.report import RunReport
 from linreg_pl.runs import run_directory
-from linreg_pl.source_args import reset_flags, source_layers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
@@ -77,8 +77,10 @@ class LinearRegressionCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         given = sys.argv[1:] if args is None else list(args)
-        if self.datamodule_class_for_cli is not None:  # a chosen source starts from its own defaults
-            given += reset_flags(source_layers(given, self.inherited_source()))
+        for key in CLASS_OPTIONS:  # a chosen class starts from its own defaults
+            if key != "data.source" or self.datamodule_class_for_cli is not None:
+                first = self.inherited_source() if key == "data.source" else None
+                given += reset_flags(key, class_layers(key, given, self.default_config_files, first))
         try:
             self.config = parser.parse_args(given)
         except ArgumentError as error:
@@ -116,7 +118,7 @@ class TrainCLI(LinearRegressionCLI):
 
     def __init__(self, args: list[str] | None = None, **kwargs) -> None:
         given = sys.argv[1:] if args is None else args
-        names_a_source = any(class_path for class_path, _ in source_layers(list(given)))
+        names_a_source = any(class_path for class_path, _ in class_layers("data.source", list(given)))
         self.default_config_files = [DEFAULT_CONFIG] if names_a_source else [DEFAULT_CONFIG, DEFAULT_LESSON]
         super().__init__(args, **kwargs)
 

@@ -7,7 +7,11 @@ import pytest
 from linreg_pl.cli import ignore_third_party_warnings
 from tests.helpers import QUIET
 
-ignore_third_party_warnings()  # the entry points' own filters
+
+@pytest.fixture(autouse=True)
+def third_party_warnings_ignored():
+    """The entry points' own warning filters (pytest resets the filters for every test)."""
+    ignore_third_party_warnings()
 
 
 @pytest.fixture

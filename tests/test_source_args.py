@@ -1,4 +1,5 @@
-"""Choosing a data source resets its arguments: nothing of another source's config leaks in."""
+"""Choosing a class (a data source, an optimizer) resets its arguments: nothing of another class's
+config leaks in."""
 
 import inspect
 import json
@@ -74,3 +75,26 @@ def test_make_regression_lesson_learns_scikit_learns_ols_answer(train_run):
     assert summary["exact"]["bias"][0] == pytest.approx(ols.intercept_, rel=1e-9)
     assert summary["learned"]["weight"][0][0] == pytest.approx(summary["exact"]["weight"][0][0], rel=1e-3)
     assert summary["learned"]["bias"][0] == pytest.approx(summary["exact"]["bias"][0], rel=1e-3, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ([], {"class_path": "torch.optim.SGD", "lr": 0.03, "momentum": 0.0}),  # d2l over AutoSGD: no "auto" leaks
+        (["--model.optimizer.lr=0.2"], {"class_path": "torch.optim.SGD", "lr": 0.2, "momentum": 0.0}),
+        (["--model.optimizer=Adam"], {"class_path": "torch.optim.Adam", "lr": 0.001}),  # not the book's SGD lr
+        (["--data.source=CSVSource", "--model.optimizer.lr=0.1"], {"class_path": "linreg_pl.optim.AutoSGD", "lr": 0.1}),
+    ],
+)
+def test_a_chosen_optimizer_gets_its_defaults_plus_what_was_given(in_tmp, monkeypatch, args, expected):
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    csv = (
+        [f"--data.source.path={CONFIGS / 'example.csv'}", "--data.source.target=price_k"]
+        if args[:1] == ["--data.source=CSVSource"]
+        else []
+    )
+    optimizer = ParseOnly([*args, *csv]).config.model.optimizer
+    assert optimizer.class_path.endswith(expected["class_path"].rsplit(".", 1)[-1])
+    for name, value in expected.items():
+        if name != "class_path":
+            assert optimizer.init_args[name] == value, name

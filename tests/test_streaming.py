@@ -11,11 +11,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 
 from linreg_pl import InputError, ParquetSource, RegressionDataModule, streaming
 from linreg_pl.solvers import Moments
 from linreg_pl.streaming import SPLITS, row_hash, write_linear_dataset
-from tests.helpers import lstsq_with_intercept, script_command
+from tests.helpers import CONFIGS, lstsq_with_intercept, script_command
 
 SEED, VAL, TEST = 0, 0.1, 0.1
 
@@ -182,13 +183,26 @@ def test_predict_covers_the_test_split(folder):
     assert sum(len(p) for p in predictions) == dm.split_sizes["test"] == len(reference_splits(folder)["test"])
 
 
+def without_stopping(cwd: Path) -> Path:
+    """A config whose StopAtOptimum never stops: 1 and 2 processes then run the same epochs (the
+    two reach the optimum a float32 rounding apart, so they could stop an epoch apart)."""
+    config = yaml.safe_load((CONFIGS / "default.yaml").read_text())
+    for callback in config["trainer"]["callbacks"]:
+        if callback["class_path"].endswith("StopAtOptimum"):
+            callback["init_args"] = {"when": "never"}
+    path = cwd / "no_stop.yaml"
+    path.write_text(yaml.safe_dump({"trainer": {"callbacks": config["trainer"]["callbacks"]}}))
+    return path
+
+
 def ddp_train(cwd: Path, folder: Path, *args: str) -> dict:
+    cwd.mkdir()
     command = script_command(
-        "train.py", "--data.source", "ParquetSource", "--data.source.path", str(folder),
+        "train.py", "--config", str(without_stopping(cwd)),
+        "--data.source", "ParquetSource", "--data.source.path", str(folder),
         "--data.source.target", "y", "--data.batch_size", "null", "--model.optimizer.lr", "0.3",
         "--trainer.max_epochs", "10", "--trainer.enable_progress_bar", "false", *args,
     )  # fmt: skip
-    cwd.mkdir()
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dirs = [Path(line) for line in result.stdout.splitlines() if (Path(line) / "summary.json").is_file()]
