@@ -7,7 +7,8 @@ Rows, on the same in-memory data and seeds:
   1 textbook      TensorDataset + DataLoader(shuffle=True), nn.Linear, MSELoss, SGD
   2 hand-written  tensors in memory, a randperm per epoch, slices of the index tensor (the baseline)
   3 linreg_pl     LinearRegression + RegressionDataModule under the Trainer, built by the CLI as a
-                  user runs it (TensorBoard logging, checkpoints, every default callback), with
+                  user runs it (TensorBoard logging, checkpoints, every default callback but the
+                  fit snapshots, a fixed cost per run), with
                   validation off so that every row does the same work
   3b              the same with --data.steps_per_batch K (the opt-in fast path)
   4 sklearn       LinearRegression (exact) and SGDRegressor(penalty=None)
@@ -29,12 +30,15 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from linreg_pl.cli import TrainCLI
 from linreg_pl.solvers import Moments
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -77,9 +81,17 @@ def case_weights(case: Case) -> tuple[list[float], float]:
     return rng.normal(size=case.n_features).round(3).tolist(), 0.5
 
 
+def callbacks_per_step() -> list[dict]:
+    """configs/default.yaml's callbacks less FitFigures, whose ~20 snapshots a run are a fixed cost
+    per run (0.1-0.3 s a figure), not a cost per step."""
+    callbacks = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())["trainer"]["callbacks"]
+    return [c for c in callbacks if not c["class_path"].endswith("FitFigures")]
+
+
 def cli_args(case: Case, root: str, accelerator: str, steps_per_batch: int = 1) -> list[str]:
     weight, bias = case_weights(case)
     return [
+        f"--trainer.callbacks={json.dumps(callbacks_per_step())}",
         f"--data.source.weight={json.dumps(weight)}",
         f"--data.source.bias={bias}",
         f"--data.source.n_samples={case.n_samples}",
