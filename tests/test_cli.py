@@ -62,7 +62,7 @@ def test_print_config_prints_the_resolved_yaml(tmp_path):
     )
     config = yaml.safe_load(result.stdout)
     assert config["data"]["source"]["class_path"] == "linreg_pl.sources.CSVSource"
-    assert config["model"]["optimizer"] is None  # AutoSGD: lr and momentum from the data
+    assert config["model"]["optimizer"]["class_path"] == "linreg_pl.optim.AutoSGD"  # lr and momentum: auto
     assert not (tmp_path / "logs").exists()  # printing the config trains nothing
 
 
