@@ -25,7 +25,6 @@ from linreg_pl.checkpoints import check_matches, read_checkpoint
 from linreg_pl.cli import LINKED, LinearRegressionCLI
 from linreg_pl.errors import InputError
 from linreg_pl.files import write_text_atomically
-from linreg_pl.model import LinearRegression
 from linreg_pl.report import scores
 from linreg_pl.sources import numeric_columns, read_csv
 
@@ -163,15 +162,6 @@ def predict(args: list[str] | None = None) -> Path:
     write_text_atomically(output, frame.to_csv(index=False, float_format="%.17g"))
     print(f"wrote {len(frame)} predictions to {output}")
     return output
-
-
-def load_model(path: str) -> tuple[LinearRegression, dict]:
-    """The model of a checkpoint, loaded without executing code, and the checkpoint itself."""
-    checkpoint = read_checkpoint(path)
-    if "linear.weight" not in checkpoint["state_dict"] or "hyper_parameters" not in checkpoint:
-        raise InputError(f"'{path}' is not a linreg_pl LinearRegression checkpoint; use a .ckpt from scripts/train.py.")
-    model = LinearRegression.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    return model.eval(), checkpoint
 
 
 def checkpoint_of(path: str) -> str:

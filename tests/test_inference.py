@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from linreg_pl import InputError, LinearRegression, Points, RegressionDataModule
-from linreg_pl.inference import evaluate, load_model, predict
+from linreg_pl.inference import evaluate, predict
 from tests.helpers import CONFIGS, script_command
 
 
@@ -69,7 +69,7 @@ def test_predict_by_column_name_with_shuffled_columns_and_an_extra_one(csv_run, 
     written = pd.read_csv(in_tmp / "pred.csv")
     assert list(written.columns) == ["age_years", "area_m2", "rooms", "note", "price_k_predicted"]
     # Independently: the linear layer on the correctly ordered, standardized features, unscaled.
-    model, _ = load_model(csv_run["checkpoints"]["last"])
+    model = LinearRegression.load_from_checkpoint(csv_run["checkpoints"]["last"], weights_only=True)
     x = torch.tensor(frame[["area_m2", "rooms", "age_years"]].to_numpy(), dtype=torch.float32)
     with torch.no_grad():
         expected = model.linear((x - model.feature_mean) / model.feature_scale) * model.target_scale + model.target_mean
@@ -158,7 +158,8 @@ def test_python_api_checkpoint_loads_safely_and_predicts(tmp_path):
         max_epochs=3, logger=False, default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False
     )
     trainer.fit(model, datamodule=dm)
-    loaded, _ = load_model(trainer.checkpoint_callback.best_model_path)  # weights_only: plain values only
+    # The README's Python API: plain values only, so weights_only loading works.
+    loaded = LinearRegression.load_from_checkpoint(trainer.checkpoint_callback.best_model_path, weights_only=True)
     x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
     np.testing.assert_allclose(loaded.predict(x)[:, 0], [3, -1, 2, 5], atol=1e-3)  # y = 3 x0 - x1, exactly
     assert loaded.predict(pd.DataFrame(x[:, ::-1], columns=["x1", "x0"])).tolist() == loaded.predict(x).tolist()
