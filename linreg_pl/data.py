@@ -247,7 +247,8 @@ class RegressionDataModule(L.LightningDataModule):
 
     def train_statistics(self, method: str = "normal") -> Accumulator:
         """The exact solver's one-pass summary of the training rows (``linreg_pl.solvers``), by
-        ``method`` "normal" (moments) or "qr" (a triangular factor); computed once each."""
+        ``method`` "normal" (moments, one pass) or "qr" (a triangular factor, refined in a second
+        pass: ``QRFactor.refined``); computed once each."""
         if method == "normal" and self.stream is not None:
             return self.stream.train_moments  # the first pass over the files computed them
         if method not in self._train_statistics:
@@ -256,7 +257,10 @@ class RegressionDataModule(L.LightningDataModule):
             metric = ExactLeastSquares(self.n_features, self.n_targets, method, sync_on_compute=False)
             for x, y in self.train_chunks():
                 metric.update(x, y)
-            self._train_statistics[method] = metric.compute()
+            accumulator = metric.compute()
+            if method == "qr":
+                accumulator = accumulator.refined(self.train_chunks())
+            self._train_statistics[method] = accumulator
         return self._train_statistics[method]
 
     def train_moments(self) -> Moments:
