@@ -230,6 +230,20 @@ def test_refinement_recovers_the_digits_a_float64_solve_loses_on_wampler5():
     assert nist_digits(unrefined.refined([(x, y)]), spec, certified) >= 9
 
 
+def test_refinement_reads_nothing_where_the_first_pass_is_accurate():
+    """Well-conditioned data with small residuals: the error estimate is ~1e-16, so no second
+    pass is made (streamed files are not read again) and the factor is returned as is."""
+    x, y = problem(0, offset=100.0)
+    factor = QRFactor.of(x, y)
+
+    def unread():
+        raise AssertionError("the rows were read again")
+        yield
+
+    assert factor.error_estimate() < 1e-14
+    assert factor.refined(unread()) is factor
+
+
 def test_refinement_is_skipped_where_it_cannot_contract():
     """Refinement shrinks the error by ~κ²ε: with κ²ε >= 1, or dependent columns, the factor is
     returned unchanged (the step could only add error)."""
