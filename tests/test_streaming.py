@@ -68,6 +68,43 @@ def test_every_row_is_read_once_by_one_process_and_steps_are_equal(folder, world
             assert all(len(b) for batches in per_rank for b in batches)  # no empty (padding) batch
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batches_own_their_memory(folder, shuffle):
+    """Each batch holds only its rows: a view would keep the whole read window alive with every
+    batch, and a DataLoader worker would copy that window into shared memory for each batch (one
+    target's (1, m) row transposed counts as contiguous, so .contiguous() kept a view)."""
+    source = ParquetSource(str(folder), target="y", shuffle_rows=200)
+    dm = RegressionDataModule(source, batch_size=16, shuffle=shuffle)
+    for x, y in dm.stream.loader("train", 16, 0, 1, train=True, shuffle=shuffle):
+        for tensor in (x, y):
+            assert tensor.is_contiguous()
+            assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+
+
+def test_read_ahead_yields_every_item_in_order_and_raises_the_readers_error():
+    assert list(streaming.read_ahead(iter(range(100)), depth=2)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise InputError("'part-3.parquet' could not be read")
+
+    with pytest.raises(InputError, match="part-3.parquet"):
+        list(streaming.read_ahead(failing(), depth=2))
+
+
+def test_read_ahead_stops_its_thread_when_the_consumer_stops():
+    """A run that ends mid-epoch (max_steps, an interrupt) must not leave a reader behind."""
+    import threading
+
+    before = set(threading.enumerate())
+    items = streaming.read_ahead(iter(range(1000)), depth=2)
+    assert next(items) == 0
+    (reader,) = [t for t in threading.enumerate() if t not in before and t.name == "linreg_pl-read-ahead"]
+    items.close()
+    reader.join(timeout=5 * streaming.READ_AHEAD_POLL_S)
+    assert not reader.is_alive()
+
+
 def test_shuffle_is_a_function_of_seed_and_epoch(folder):
     dm = RegressionDataModule(ParquetSource(str(folder), target="y", shuffle_rows=64), batch_size=16)
     first, again, second = (batches_of(dm, "train", 0, 1, True, epoch) for epoch in (0, 0, 1))
