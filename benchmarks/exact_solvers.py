@@ -12,7 +12,7 @@ Rows, on the same float64 data (features with very different scales and offsets,
                              error estimate asks for one; not on this well-conditioned data), solve
   + inference                the same followed by ols_inference (standard errors, t, p, F, ...)
   + HC second pass           SandwichMeat over the rows again (HC1/HC3 standard errors)
-Times are medians over repeats; ratios are against the baseline row in the same run. Digits are
+Times are medians over repeats (the rows interleaved); ratios are against the baseline row in the same run. Digits are
 the worst parameter's agreement with the QR path's answer (15 = all).
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 
 import numpy as np
 
@@ -78,15 +77,6 @@ def statsmodels_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return result.params
 
 
-def timed(function: Callable[[], np.ndarray], repeats: int) -> tuple[float, np.ndarray]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        answer = function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), answer
-
-
 def digits(estimate: np.ndarray, reference: np.ndarray) -> float:
     with np.errstate(divide="ignore"):
         return float(np.minimum(15, -np.log10(np.abs(estimate - reference) / np.abs(reference))).min())
@@ -108,19 +98,19 @@ def main() -> None:
         ("linreg_pl qr + inference", lambda: ours(x, y, "qr", inference=True)),
         ("linreg_pl qr + inference + HC pass", lambda: ours(x, y, "qr", inference=True, robust=True)),
     ]
+    times: dict[str, list[float]] = {name: [] for name, _ in rows}
+    answers: dict[str, np.ndarray] = {}
+    for _ in range(args.repeats):  # interleaved: a slow spell of the machine hits every row alike
+        for name, function in rows:
+            start = time.perf_counter()
+            answers[name] = function()
+            times[name].append(time.perf_counter() - start)
+    baseline, reference = statistics.median(times[rows[0][0]]), answers["linreg_pl qr"]
     print(f"{args.rows} rows x {args.features} features, median of {args.repeats}; digits vs linreg_pl qr")
-    print(f"{'row':<36}{'time s':>10}{'ratio':>9}{'digits':>8}", flush=True)
-    # The baseline and the reference first, then each row as soon as it is measured.
-    baseline, baseline_answer = timed(rows[0][1], args.repeats)
-    reference_seconds, reference = timed(rows[1][1], args.repeats)
-
-    def report(name: str, seconds: float, answer: np.ndarray) -> None:
-        print(f"{name:<36}{seconds:>10.3f}{seconds / baseline:>9.2f}{digits(answer, reference):>8.1f}", flush=True)
-
-    report(rows[0][0], baseline, baseline_answer)
-    report(rows[1][0], reference_seconds, reference)
-    for name, function in rows[2:]:
-        report(name, *timed(function, args.repeats))
+    print(f"{'row':<36}{'time s':>10}{'ratio':>9}{'digits':>8}")
+    for name, _ in rows:
+        seconds = statistics.median(times[name])
+        print(f"{name:<36}{seconds:>10.3f}{seconds / baseline:>9.2f}{digits(answers[name], reference):>8.1f}")
 
 
 if __name__ == "__main__":
