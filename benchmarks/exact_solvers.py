@@ -12,8 +12,8 @@ Rows, on the same float64 data (features with very different scales and offsets,
                              error estimate asks for one; not on this well-conditioned data), solve
   + inference                the same followed by ols_inference (standard errors, t, p, F, ...)
   + HC second pass           SandwichMeat over the rows again (HC1/HC3 standard errors)
-Times are medians over repeats (the rows interleaved); ratios are against the baseline row in the same run. Digits are
-the worst parameter's agreement with the QR path's answer (15 = all).
+Times are medians over repeats (the rows interleaved); ratios are against the baseline row in the
+same run. Digits are the worst parameter's agreement with the QR path's answer (15 = all).
 """
 
 from __future__ import annotations
