@@ -1,4 +1,4 @@
-"""CSV reading cost: ``linreg_pl.sources.read_csv`` (layout sniffed from 64 KiB, then pandas' C parser)
+"""CSV reading cost: ``linreg_pl.data.csv.read_csv`` (layout sniffed from 64 KiB, then pandas' C parser)
 against plain ``pandas.read_csv`` on the same file, and against pandas' own sniffing (``sep=None``,
 python engine), as ratios to the plain read in the same run.
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from linreg_pl.sources import read_csv
+from linreg_pl.data.csv import read_csv
 
 
 def best_of(repeats: int, function) -> float:

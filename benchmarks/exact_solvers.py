@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
-from linreg_pl.solvers import ExactLeastSquares
-from linreg_pl.statistics import SandwichMeat, ols_inference
+from linreg_pl.exact.solvers import ExactLeastSquares
+from linreg_pl.exact.statistics import SandwichMeat, ols_inference
 
 CHUNK_ROWS = 65536  # as the data module's train_chunks would hand them over
 

@@ -51,8 +51,8 @@ def run_training(data: str, mode: str, batch_size: int, steps_per_batch: int, nu
     from lightning.pytorch.callbacks import Callback
 
     from linreg_pl import LinearRegression, ParquetSource, RegressionDataModule
-    from linreg_pl.solvers import Moments
-    from linreg_pl.sources import DataSource, Table
+    from linreg_pl.data.sources import DataSource, Table
+    from linreg_pl.exact.solvers import Moments
 
     class InMemoryParquet(DataSource):
         """The same files loaded whole: the in-memory path."""
@@ -158,7 +158,7 @@ def main() -> None:
     if args.mode:
         child(args)
         return
-    from linreg_pl.streaming import write_linear_dataset
+    from linreg_pl.data.streaming import write_linear_dataset
 
     truth = Path(args.data) / "truth.json"
     written = json.loads(truth.read_text()) if truth.is_file() else {}

@@ -12,7 +12,7 @@ Rows, on the same in-memory data and seeds:
                   validation off so that every row does the same work
   3b              the same with --data.steps_per_batch K (the opt-in fast path)
   4 sklearn       LinearRegression (exact) and SGDRegressor(penalty=None)
-  5 exact solver  linreg_pl.solvers (streaming float64 Gram, one pass)
+  5 exact solver  linreg_pl.exact.solvers (streaming float64 Gram, one pass)
   6 memory floor  one read of X
 Times are medians over repeats; ratios are against row 2 in the same run.
 """
@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from linreg_pl.cli import TrainCLI
-from linreg_pl.solvers import Moments
+from linreg_pl.exact.solvers import Moments
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """The command line: one LightningCLI family for training, evaluation and prediction.
 
-``TrainCLI`` (``scripts/train.py``) fits and tests; ``linreg_pl.inference`` holds its siblings for
+``TrainCLI`` (``scripts/train.py``) fits and tests; ``linreg_pl.serve`` holds its siblings for
 ``scripts/evaluate.py`` and ``scripts/predict.py``. All three share the parser, the data-to-model
 links, ``--config`` and the user-error handling of ``run_command``.
 """
@@ -21,14 +21,14 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from linreg_pl.checkpoints import check_matches, read_checkpoint, resolve_checkpoint
-from linreg_pl.class_args import CLASS_OPTIONS, class_layers, reset_flags
-from linreg_pl.data import RegressionDataModule
+from linreg_pl.callbacks.report import RunReport
+from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
-from linreg_pl.parse_errors import one_line
-from linreg_pl.report import RunReport
-from linreg_pl.runs import run_directory
+from linreg_pl.runtime.checkpoints import check_matches, read_checkpoint, resolve_checkpoint
+from linreg_pl.runtime.class_args import CLASS_OPTIONS, class_layers, reset_flags
+from linreg_pl.runtime.parse_errors import one_line
+from linreg_pl.runtime.runs import run_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"

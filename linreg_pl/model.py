@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
 
 from linreg_pl.errors import InputError
-from linreg_pl.optim import AutoSGD
+from linreg_pl.exact.autosgd import AutoSGD
 from linreg_pl.scaling import Scaling
 
 
@@ -42,7 +42,7 @@ class LinearRegression(L.LightningModule):
     optimizer : callable, optional
         ``params -> torch.optim.Optimizer``, injected from config (``--model.optimizer Adam
         --model.optimizer.lr 0.1``). None means ``AutoSGD``: gradient descent whose learning rate
-        and momentum the training data chooses (``linreg_pl.optim``).
+        and momentum the training data chooses (``linreg_pl.exact.autosgd``).
     lr_scheduler : callable, optional
         ``optimizer -> LRScheduler``; ``ReduceLROnPlateau`` watches ``val/loss``.
     l1, l2 : float

@@ -4,7 +4,7 @@ By default it uses the data the checkpoint was trained on and scores its test sp
 """
 
 from linreg_pl.cli import run_command
-from linreg_pl.inference import evaluate
+from linreg_pl.serve import evaluate
 
 if __name__ == "__main__":
     run_command(evaluate)

@@ -7,7 +7,7 @@ and b. Memory stays bounded by one row group, whatever N.
 import argparse
 
 from linreg_pl.cli import run_command
-from linreg_pl.streaming import write_linear_dataset
+from linreg_pl.data.streaming import write_linear_dataset
 
 
 def main(args: list[str] | None = None) -> None:

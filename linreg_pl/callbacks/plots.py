@@ -1,0 +1,294 @@
+"""Matplotlib figures of a fit: the data with the fitted line (one feature), or predicted vs.
+actual and residuals (several features or targets); the loss landscape with the optimizer's path;
+and an animated GIF of rendered fit snapshots.
+
+Figures take NumPy arrays only. Axis limits come from the data alone, never from the parameters,
+so the snapshots of one run share their axes and the line visibly moves between frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to TensorBoard and PNG files, never shown
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from linreg_pl.runtime.files import atomic_open  # noqa: E402
+
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def fit_figure(
+    splits: Splits,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    feature_name: str = "x",
+    target_name: str = "y",
+    true: tuple[np.ndarray, np.ndarray] | None = None,
+    title: str = "",
+    figure: Figure | None = None,
+    y_limits: tuple[float, float] | None = None,
+) -> Figure:
+    """One feature and one target: each split's points and the fitted (and true) line.
+
+    ``splits`` maps a legend label to (x, y); the first (the training rows) is drawn in filled
+    markers, the others hollow. ``figure`` is cleared and drawn again when given (the frames of
+    an animation); ``y_limits`` fixes the target axis (the same for every frame).
+
+    Examples
+    --------
+    >>> x = np.array([[0.0], [1.0], [2.0]])
+    >>> figure = fit_figure({"train (3)": (x, 2 * x + 1)}, np.array([[2.0]]), np.array([1.0]))
+    >>> [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    ['train (3)', 'fit: y = 2x + 1']
+    >>> plt.close(figure)
+    """
+    figure = _blank(figure, (6, 4.5))
+    axes = figure.subplots()
+    for index, (name, (x, y)) in enumerate(splits.items()):
+        style = {"color": "tab:blue"} if index == 0 else {"facecolors": "none", "edgecolors": f"C{index}"}
+        axes.scatter(x[:, 0], y[:, 0], s=14, marker="o^s"[index % 3], alpha=0.6, label=name, **style)
+    x_low, x_high = _padded_range([x for x, _ in splits.values()])
+    y_low, y_high = y_limits or _padded_range([y for _, y in splits.values()])
+    grid = np.array([x_low, x_high])
+    axes.plot(
+        grid, weight[0, 0] * grid + bias[0], color="black", lw=2, label=f"fit: y = {weight[0, 0]:.4g}x + {bias[0]:.4g}"
+    )
+    if true is not None:
+        axes.plot(
+            grid,
+            true[0][0, 0] * grid + true[1][0],
+            "--",
+            color="tab:red",
+            lw=1.5,
+            label=f"true: y = {true[0][0, 0]:.4g}x + {true[1][0]:.4g}",
+        )
+    axes.set(xlabel=feature_name, ylabel=target_name, title=title, xlim=(x_low, x_high), ylim=(y_low, y_high))
+    axes.legend(fontsize=8, loc="upper left")
+    return figure
+
+
+def line_limits(splits: Splits, weight: np.ndarray, bias: np.ndarray) -> tuple[float, float]:
+    """Limits of the target axis that hold the data and the line y = w x + b over it, the line
+    only as far as one more span of the data each way (a line far off would flatten the data).
+
+    Examples
+    --------
+    >>> x = np.array([[0.0], [1.0]])
+    >>> low, high = line_limits({"train": (x, 3 * x + 1)}, np.array([[0.0]]), np.array([0.0]))
+    >>> bool(low < 0 < 1 < high < 4.5)
+    True
+    """
+    x_low, x_high = _padded_range([x for x, _ in splits.values()])
+    y_low, y_high = _padded_range([y for _, y in splits.values()])
+    span = y_high - y_low
+    ends = np.clip(weight[0, 0] * np.array([x_low, x_high]) + bias[0], y_low - span, y_high + span)
+    return _padded_range([np.array([y_low, y_high]), ends], pad=0.02)
+
+
+def prediction_figure(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    target_names: Sequence[str],
+    title: str = "",
+    figure: Figure | None = None,
+) -> Figure:
+    """Predicted vs. actual with the identity line, and residuals vs. predicted, per target.
+
+    ``splits`` maps a legend label to its (actual, predicted) arrays (n, n_targets); the first is
+    drawn filled, the others hollow. The limits follow the actual values only.
+
+    Examples
+    --------
+    >>> y = np.array([[1.0], [2.0], [4.0]])
+    >>> figure = prediction_figure({"train": (y, y + 0.1)}, ["y"])
+    >>> [a.get_xlabel() for a in figure.axes]
+    ['actual y', 'predicted y']
+    >>> plt.close(figure)
+    """
+    n_targets = len(target_names)
+    figure = _blank(figure, (9, 3.6 * n_targets))
+    axes = figure.subplots(n_targets, 2, squeeze=False)
+    for t, name in enumerate(target_names):
+        left, right = axes[t]
+        limits = _padded_range([actual[:, t] for actual, _ in splits.values()])
+        spread = limits[1] - limits[0]
+        for index, (split, (actual, predicted)) in enumerate(splits.items()):
+            style = {"color": "tab:blue"} if index == 0 else {"facecolors": "none", "edgecolors": f"C{index}"}
+            left.scatter(actual[:, t], predicted[:, t], s=12, alpha=0.6, label=split, **style)
+            right.scatter(predicted[:, t], actual[:, t] - predicted[:, t], s=12, alpha=0.6, **style)
+        # Residuals within half the data's spread share one scale across frames; larger ones widen it.
+        largest = max(float(np.abs(actual[:, t] - predicted[:, t]).max()) for actual, predicted in splits.values())
+        reach = max(spread / 2, 1.05 * largest)
+        left.plot(limits, limits, "--", color="black", lw=1, label="identity")
+        left.set(xlabel=f"actual {name}", ylabel=f"predicted {name}", xlim=limits, ylim=limits)
+        left.legend(fontsize=8, loc="upper left")
+        right.axhline(0, color="black", lw=1, ls="--")
+        right.set(
+            xlabel=f"predicted {name}",
+            ylabel="residual (actual - predicted)",
+            xlim=limits,
+            ylim=(-reach, reach),
+        )
+    figure.suptitle(title)
+    return figure
+
+
+def ridge_path_figure(path: dict, title: str = "") -> Figure:
+    """The generalized cross-validation error against l2 (``linreg_pl.exact.statistics.ridge_path``),
+    the best l2 marked; l2 = 0 stays on the axis (symmetric log scale)."""
+    figure, axes = plt.subplots(figsize=(6, 4.5), layout="constrained")
+    axes.plot(path["l2"], path["gcv"], marker="o", color="tab:blue", label="GCV (mean over targets)")
+    axes.plot(
+        [path["best_l2"]], [path["best_gcv"]], "*", color="tab:red", ms=14, label=f"best l2 = {path['best_l2']:.3g}"
+    )
+    positive = [value for value in path["l2"] if value > 0]
+    axes.set_xscale("symlog", linthresh=min(positive) if positive else 1.0)
+    axes.set(xlabel="l2", ylabel="GCV error (standardized units)", title=title or "ridge selection")
+    axes.legend()
+    return figure
+
+
+def landscape_figure(
+    x: np.ndarray,
+    y: np.ndarray,
+    path: np.ndarray,
+    optimum: tuple[np.ndarray, np.ndarray],
+    true: tuple[np.ndarray, np.ndarray] | None = None,
+    feature_names: Sequence[str] = ("x0", "x1"),
+    title: str = "",
+    resolution: int = 160,
+) -> Figure:
+    """Contours of the mean squared error of one target, with the optimizer's path on them.
+
+    One feature: the MSE over (w, b). Two features: over (w0, w1), with the bias at its optimum
+    for each pair of weights. The window holds the whole path, the optimum and the truth.
+
+    Parameters
+    ----------
+    x, y : np.ndarray
+        Training rows (n, d) with d in {1, 2}, and the target (n, 1), in original units.
+    path : np.ndarray
+        (k, d + 1): the weights and the bias at each recorded step, in original units.
+    optimum, true : tuple of (weight (1, d), bias (1,))
+        The least-squares optimum of these rows, and the generating parameters if known.
+
+    Examples
+    --------
+    >>> x = np.linspace(0, 1, 20)[:, None]
+    >>> path = np.array([[0.0, 0.0], [1.5, 0.5], [2.0, 1.0]])
+    >>> figure = landscape_figure(x, 2 * x + 1, path, (np.array([[2.0]]), np.array([1.0])))
+    >>> figure.axes[0].get_xlabel(), figure.axes[0].get_ylabel()
+    ('w[x0]', 'b')
+    >>> plt.close(figure)
+    """
+    d = x.shape[1]
+    if d not in (1, 2) or y.shape[1] != 1:
+        raise ValueError(f"a landscape needs 1 or 2 features and 1 target; got x {x.shape}, y {y.shape}")
+    mean_x, mean_y = x.mean(axis=0), y[:, 0].mean()
+    centred_x, centred_y = x - mean_x, y[:, 0] - mean_y
+    cov_xx, cov_xy = centred_x.T @ centred_x / len(x), centred_x.T @ centred_y / len(x)
+    var_y = centred_y @ centred_y / len(x)
+    best = np.concatenate([optimum[0][0], optimum[1]])
+    # The plotted coordinates: (w, b) for one feature, (w0, w1) for two.
+    points = [path[:, :2], best[None, :2]]
+    marks = [(best[:2], "*", "least squares", "white", 12)]
+    if true is not None:  # drawn first: the least-squares star often sits on the truth
+        truth = np.concatenate([true[0][0], true[1]])
+        points.append(truth[None, :2])
+        marks.insert(0, (truth[:2], "X", "truth", "tab:red", 16))
+    (u_low, u_high), (v_low, v_high) = (_window(np.concatenate(points)[:, i], best[i]) for i in (0, 1))
+    u, v = np.meshgrid(np.linspace(u_low, u_high, resolution), np.linspace(v_low, v_high, resolution))
+    if d == 1:  # MSE(w, b) = var_y - 2 w cov_xy + w² var_x + (mean_y - w mean_x - b)²
+        mse = var_y - 2 * u * cov_xy[0] + u**2 * cov_xx[0, 0] + (mean_y - u * mean_x[0] - v) ** 2
+        labels = (f"w[{feature_names[0]}]", "b")
+    else:  # the bias at its optimum leaves the centred quadratic form
+        mse = var_y - 2 * (u * cov_xy[0] + v * cov_xy[1]) + u**2 * cov_xx[0, 0] + 2 * u * v * cov_xx[0, 1]
+        mse = mse + v**2 * cov_xx[1, 1]
+        labels = (f"w[{feature_names[0]}]", f"w[{feature_names[1]}]")
+    # Log-spaced contours: the valley floor and the far walls both get lines.
+    floor = min(float(np.min(mse)), float(var_y - cov_xy @ np.linalg.lstsq(cov_xx, cov_xy, rcond=None)[0]))
+    log_excess = np.log10(np.maximum(mse - floor, 0) + max(1e-12, 1e-9 * (float(mse.max()) - floor)))
+    figure = _blank(None, (6.4, 5))
+    axes = figure.subplots()
+    filled = axes.contourf(u, v, log_excess, levels=24, cmap="viridis")
+    axes.contour(u, v, log_excess, levels=filled.levels[::2], colors="white", linewidths=0.4, alpha=0.5)
+    colour_label = "log10(MSE - least-squares MSE)" + (", bias at its optimum" if d == 2 else "")
+    figure.colorbar(filled, ax=axes, label=colour_label)
+    axes.plot(path[:, 0], path[:, 1], "-", color="orange", lw=1.5, label=f"optimizer path ({len(path)} points)")
+    axes.plot(path[:, 0], path[:, 1], ".", color="orange", ms=3)
+    axes.plot(*path[0, :2], "o", color="orange", mec="black", ms=8, label="start")
+    for point, marker, label, color, size in marks:
+        axes.plot(*point, marker, color=color, mec="black", ms=size, label=label)
+    axes.set(xlabel=labels[0], ylabel=labels[1], title=title, xlim=(u_low, u_high), ylim=(v_low, v_high))
+    axes.legend(fontsize=8, loc="best")
+    return figure
+
+
+def pixels(figure: Figure) -> np.ndarray:
+    """The figure rendered at its own size and dpi, as RGB bytes (height, width, 3).
+
+    Examples
+    --------
+    >>> figure = plt.figure(figsize=(2, 1), dpi=50)
+    >>> pixels(figure).shape
+    (50, 100, 3)
+    >>> plt.close(figure)
+    """
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+
+
+def write_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float = 4.0, hold_last_s: float = 1.5) -> None:
+    """Write RGB frames (height, width, 3) as a looping animated GIF, the last frame held
+    ``hold_last_s`` seconds before the loop restarts, atomically (complete or absent).
+
+    The frames are the ones already rendered for TensorBoard: nothing is drawn twice.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "fade.gif"
+    >>> write_gif(target, [np.full((4, 6, 3), level, np.uint8) for level in (0, 128, 255)], fps=4)
+    >>> from PIL import Image
+    >>> gif = Image.open(target)
+    >>> gif.n_frames, gif.size, gif.info["loop"]
+    (3, (6, 4), 0)
+    """
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in frames]
+    durations = [round(1000 / fps)] * (len(images) - 1) + [round(1000 * hold_last_s)]
+    with atomic_open(path) as file:
+        images[0].save(file, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+
+
+def _blank(figure: Figure | None, size: tuple[float, float]) -> Figure:
+    # Fixed margins, not a layout engine: a snapshot is drawn ~20 times a run, and constrained
+    # layout measured every label each time (half of a short lesson's training time).
+    if figure is None:
+        figure = plt.figure(figsize=size)
+        figure.subplots_adjust(left=0.12, right=0.97, bottom=0.11, top=0.91, wspace=0.3, hspace=0.45)
+        return figure
+    figure.clear()
+    return figure
+
+
+def _padded_range(arrays: Sequence[np.ndarray], pad: float = 0.08) -> tuple[float, float]:
+    low, high = min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays)
+    margin = pad * (high - low) or max(abs(low), 1.0) * pad  # a constant column still gets a window
+    return low - margin, high + margin
+
+
+def _window(values: np.ndarray, centre: float, pad: float = 0.15) -> tuple[float, float]:
+    """Limits that hold ``values`` with a margin; never narrower than a tenth of the optimum's size,
+    so that a path along one axis still shows the valley across it."""
+    low, high = float(values.min()), float(values.max())
+    span = max(high - low, 0.1 * abs(centre), 1e-3)
+    middle = (low + high) / 2
+    return middle - (0.5 + pad) * span, middle + (0.5 + pad) * span

@@ -1,0 +1,288 @@
+"""The end-of-run report (a callback): what was learned, next to the least-squares optimum and the
+truth, as text and as summary.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import numpy as np
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from sklearn import metrics
+
+from linreg_pl.callbacks.plots import ridge_path_figure
+from linreg_pl.data.streaming import MAX_MATERIALIZED_ROWS
+from linreg_pl.datamodule import RegressionDataModule
+from linreg_pl.errors import InputError
+from linreg_pl.exact.statistics import SandwichMeat, format_coefficient_table, ols_inference, ridge_path
+from linreg_pl.model import LinearRegression
+from linreg_pl.runtime.checkpoints import last_checkpoint_path
+from linreg_pl.runtime.files import write_text_atomically
+
+# A trained model whose train loss is this much above the exact optimum gets a hint, unless the
+# excess is below float32 round-off relative to the loss of always predicting the mean.
+LARGE_GAP = 0.05
+# The ridge curve's l2 values (the model's convention: a penalty on the mean squared error).
+DEFAULT_L2_GRID = [0.0] + [float(v) for v in np.logspace(-6, 1, 29)]
+LARGE_COEFFICIENT_ERROR = 0.01  # relative to the largest least-squares coefficient
+NEGLIGIBLE_EXCESS = 1e-6
+
+
+class RunReport(Callback):
+    """Prints the end-of-run report and writes it to ``summary.json`` in the run directory once
+    testing ends (rank 0): learned, least-squares and true parameters side by side, the train loss
+    against the exact optimum, the test metrics and the checkpoints; for real data also the
+    least-squares inference (standard errors, t, p, intervals, R², F, AIC/BIC) and the closed-form
+    ridge (GCV) curve. ``summary`` keeps the dict. Configured with ``--report.*``.
+
+    Parameters
+    ----------
+    method : {"normal", "qr"}
+        How the exact reference is computed: normal equations (fast; loses digits on
+        ill-conditioned columns, e.g. high-degree polynomials) or a streaming QR (accurate).
+    statistics : bool, optional
+        Print and save the inference table and the ridge curve. Default: on for CSV and real
+        sets, off for the lessons.
+    level : float
+        Confidence level of the intervals, in (0, 1).
+    robust : bool
+        Also give heteroskedasticity-robust (HC1 and HC3) standard errors: a second pass over the
+        training rows, since residuals and leverages are not in the one-pass summary.
+    l2_grid : list of float
+        The ``l2`` values whose GCV error the ridge curve shows.
+    """
+
+    def __init__(
+        self,
+        method: Literal["normal", "qr"] = "normal",
+        statistics: bool | None = None,
+        level: float = 0.95,
+        robust: bool = False,
+        l2_grid: list[float] = DEFAULT_L2_GRID,
+    ) -> None:
+        if not 0 < level < 1:
+            raise InputError(f"report.level={level} must be in (0, 1), e.g. 0.95.")
+        self.method, self.statistics, self.level, self.robust, self.l2_grid = method, statistics, level, robust, l2_grid
+        self.summary: dict = {}
+        self._start = time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, RegressionDataModule) or trainer.state.fn != "test" or trainer.sanity_checking:
+            return
+        test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        self.summary = summarize(
+            trainer, pl_module, datamodule, test_metrics, time.perf_counter() - self._start, self.method
+        )
+        with_statistics = self.statistics if self.statistics is not None else datamodule.real_data
+        if with_statistics and self.summary["exact"] is not None:
+            self.summary.update(self._statistics(trainer, pl_module, datamodule))
+        if trainer.is_global_zero:
+            write_summary(self.summary)
+            print(format_report(self.summary))
+
+    def _statistics(self, trainer: L.Trainer, model: LinearRegression, datamodule: RegressionDataModule) -> dict:
+        """Inference of the least-squares fit and the ridge GCV curve, from the same one pass."""
+        accumulator = datamodule.train_statistics(self.method)
+        meat = None
+        if self.robust:  # residuals and leverages are not in the sufficient statistics: a second pass
+            sandwich = SandwichMeat(accumulator, sync_on_compute=False)
+            for x, y in datamodule.train_chunks():
+                sandwich.update(x, y)
+            meat = sandwich.compute()
+        inference = ols_inference(accumulator, datamodule.feature_names, datamodule.target_names, self.level, meat=meat)
+        ridge = ridge_path(accumulator, self.l2_grid, model.scaling)
+        logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+        if logger is not None and trainer.is_global_zero:
+            figure = ridge_path_figure(ridge, "ridge: generalized cross-validation error")
+            logger.experiment.add_figure("ridge/gcv", figure, trainer.global_step)
+        return {"inference": inference, "ridge": ridge}
+
+
+def summarize(
+    trainer: L.Trainer,
+    model: LinearRegression,
+    datamodule: RegressionDataModule,
+    test_metrics: dict[str, float],
+    wall_time: float,
+    method: str = "normal",
+) -> dict:
+    """Everything a user checks after a run, as plain JSON-ready values."""
+    weight, bias = model.learned_parameters()
+    table = datamodule.table
+    checkpoint = trainer.checkpoint_callback
+    last = last_checkpoint_path(trainer)
+    summary = {
+        "dataset": table.name,
+        "features": table.feature_names,
+        "targets": table.target_names,
+        "split_sizes": datamodule.split_sizes,
+        "evaluated_on": {stage: datamodule.evaluated_split(stage) for stage in ("val", "test")},
+        "standardized": {
+            "features": bool(datamodule.standardize_features),
+            "target": bool(datamodule.standardize_target),
+        },
+        "learned": {"weight": weight.tolist(), "bias": bias.tolist()},
+        "true": None,
+        "test_metrics": {k: _json_number(v) for k, v in sorted(test_metrics.items())},
+        "test_by_target": _test_by_target(datamodule, weight, bias),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "wall_time_s": round(wall_time, 3),
+        "checkpoints": {
+            "best": _absolute(checkpoint.best_model_path if checkpoint else ""),
+            "last": _absolute(str(last) if last is not None and last.is_file() else ""),
+        },
+        "run_dir": _run_dir(trainer),
+    }
+    summary["exact"] = exact_reference(model, datamodule, method)
+    if table.true_weight is not None:
+        summary["true"] = {"weight": table.true_weight.tolist(), "bias": table.true_bias.tolist()}
+        summary["max_abs_error_vs_true"] = float(
+            max(np.abs(weight - table.true_weight).max(), np.abs(bias - table.true_bias).max())
+        )
+    return summary
+
+
+def exact_reference(model: LinearRegression, datamodule: RegressionDataModule, method: str = "normal") -> dict | None:
+    """The exact least-squares optimum of the model's own training objective (same scaling, same
+    L2), and how far the trained model's train loss is above it. None with an L1 penalty, which
+    has no closed form."""
+    l1, l2 = model.hparams.l1, model.hparams.l2
+    if l1:
+        return None
+    moments = datamodule.train_statistics(method)
+    scaling = model.scaling
+    weight, bias = moments.solve(scaling, l2)
+    learned_weight, learned_bias = model.learned_parameters()
+    train_loss = moments.objective(learned_weight, learned_bias, scaling, l2)
+    optimal_loss = moments.objective(weight, bias, scaling, l2)
+    constant_loss = moments.objective(np.zeros_like(weight), moments.mean[moments.n_features :], scaling, l2)
+    # Relative to an optimum of ~0 (a noiseless line) a gap means nothing: call that an exact fit.
+    exact_fit = optimal_loss <= 1e-12 * constant_loss
+    learned, optimum = np.hstack([learned_weight, learned_bias[:, None]]), np.hstack([weight, bias[:, None]])
+    return {
+        "weight": weight.tolist(),
+        "bias": bias.tolist(),
+        "train_loss": train_loss,
+        "optimal_train_loss": optimal_loss,
+        "constant_train_loss": constant_loss,
+        # max |coefficient - least squares| / max |least squares|, over weights and bias
+        "coefficient_error": float(np.abs(learned - optimum).max() / max(np.abs(optimum).max(), 1e-300)),
+        "optimality_gap": None if exact_fit else train_loss / optimal_loss - 1,
+        "converged": train_loss - optimal_loss <= max(LARGE_GAP * optimal_loss, NEGLIGIBLE_EXCESS * constant_loss)
+        and bool(exact_fit or np.abs(learned - optimum).max() <= LARGE_COEFFICIENT_ERROR * np.abs(optimum).max()),
+    }
+
+
+def _test_by_target(datamodule: RegressionDataModule, weight: np.ndarray, bias: np.ndarray) -> dict[str, dict]:
+    """Test metrics of each target in its own units (pooled metrics mix targets of other scales);
+    empty for a streamed split too large to hold (the pooled test metrics still stand)."""
+    split = datamodule.evaluated_split("test")
+    if datamodule.split_sizes[split] > MAX_MATERIALIZED_ROWS:
+        return {}
+    x, y = datamodule.arrays(split)
+    predicted = x @ weight.T + bias
+    return {name: scores(y[:, [t]], predicted[:, [t]]) for t, name in enumerate(datamodule.target_names)}
+
+
+def _json_number(value: float) -> float | None:
+    """NaN (e.g. R² of a one-row split, which is undefined) becomes JSON null."""
+    return None if math.isnan(value) else value
+
+
+def _run_dir(trainer: L.Trainer) -> str:
+    # fast_dev_run swaps in a logger that writes nothing; the run then has no directory of its own.
+    if trainer.logger is None or trainer.fast_dev_run:
+        return ""
+    return _absolute(trainer.log_dir or "")
+
+
+def _absolute(path: str) -> str:
+    """Absolute, so that summary.json stays valid wherever it is read from."""
+    return str(Path(path).resolve()) if path else ""
+
+
+def write_summary(summary: dict) -> Path | None:
+    """Write summary.json into the run directory; None when the run has no directory."""
+    if not summary["run_dir"]:
+        return None
+    path = Path(summary["run_dir"]) / "summary.json"
+    write_text_atomically(path, json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
+    """MSE, RMSE, MAE and R² in float64, averaged over targets; R² is None (undefined) below two rows."""
+    mse = float(metrics.mean_squared_error(y, predicted))
+    r2 = float(metrics.r2_score(y, predicted)) if len(y) > 1 else None
+    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(metrics.mean_absolute_error(y, predicted)), "r2": r2}
+
+
+def _gap_line(exact: dict, target_standardized: bool) -> str:
+    space = "standardized target" if target_standardized else "original units"
+    line = f"train loss ({space}) {exact['train_loss']:.6g}, exact optimum {exact['optimal_train_loss']:.6g}"
+    gap = exact["optimality_gap"]
+    line += " (an exact fit)" if gap is None else f", gap {gap:+.2%}"
+    line += f"; coefficients within {exact['coefficient_error']:.1e} of least squares (relative)"
+    if not exact["converged"]:
+        line += (
+            "\nhint: training has not reached the optimum; try more epochs (--trainer.max_epochs), another "
+            "learning rate (--model.optimizer.lr), --data.standardize_features true, or full-batch L-BFGS "
+            "(--model.optimizer LBFGS --data.batch_size null)"
+        )
+    return line
+
+
+def format_report(summary: dict) -> str:
+    """A short, aligned text report; the run directory is the last line."""
+    sizes = summary["split_sizes"]
+    lines = [
+        f"dataset {summary['dataset']}: train {sizes['train']}, val {sizes['val']}, test {sizes['test']} rows"
+        + ("" if summary["evaluated_on"]["test"] == "test" else " (test split empty: scored on train)"),
+        f"trained {summary['epochs']} epochs, {summary['steps']} steps in {summary['wall_time_s']:.1f} s",
+        "",
+    ]
+    columns = [("learned", summary["learned"])]
+    if summary["exact"]:
+        columns.append(("least squares", summary["exact"]))
+    if summary["true"]:
+        columns.append(("true", summary["true"]))
+    lines.append(f"{'parameter':<28}" + "".join(f"{name:>15}" for name, _ in columns))
+    for t, target in enumerate(summary["targets"]):
+        prefix = f"{target}: " if len(summary["targets"]) > 1 else ""
+        for f, feature in enumerate(summary["features"]):
+            values = "".join(f"{p['weight'][t][f]:>15.7g}" for _, p in columns)
+            lines.append(f"{prefix + 'w[' + feature + ']':<28}{values}")
+        lines.append(f"{prefix + 'b':<28}" + "".join(f"{p['bias'][t]:>15.7g}" for _, p in columns))
+    lines.append("")
+    if exact := summary["exact"]:
+        lines.append(_gap_line(exact, summary["standardized"]["target"]))
+    if "max_abs_error_vs_true" in summary:
+        lines.append(f"largest |learned - true| {summary['max_abs_error_vs_true']:.3g}")
+    by_target = summary["test_by_target"] or {"": {k.split("/")[-1]: v for k, v in summary["test_metrics"].items()}}
+    for target, values in by_target.items():
+        name = f"test {target}" if target and len(summary["targets"]) > 1 else "test"
+        lines.append(f"{name} (original units)  " + "  ".join(f"{k} {_number(v)}" for k, v in values.items()))
+    if "inference" in summary:
+        lines += ["", format_coefficient_table(summary["inference"])]
+        ridge = summary["ridge"]
+        lines.append(
+            f"ridge: the best l2 by generalized cross-validation is {ridge['best_l2']:g} (GCV {ridge['best_gcv']:.6g})"
+        )
+    if summary["checkpoints"]["last"]:
+        lines.append(f"trained model {summary['checkpoints']['last']}")
+    lines.append(summary["run_dir"] or "(no run directory: logging is off)")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.6g}"

@@ -1,0 +1,86 @@
+"""When to stop: at the first non-finite loss (DivergenceGuard) or at the least-squares optimum
+(StopAtOptimum).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from linreg_pl.callbacks.report import exact_reference
+from linreg_pl.datamodule import RegressionDataModule
+from linreg_pl.errors import InputError, TrainingDiverged
+from linreg_pl.model import LinearRegression
+from linreg_pl.runtime.checkpoints import last_checkpoint_path
+
+# Below this share of the loss of predicting the mean, a loss is float32 round-off: an exact fit.
+NEGLIGIBLE_LOSS = 1e-6
+
+
+class DivergenceGuard(Callback):
+    """Stops at the first step whose loss is NaN or infinite, naming the epoch, the step, the
+    learning rate and what to try. Checkpoints written before it stay as they are."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        # One host read per step: free on a CPU, one synchronisation per step on a GPU.
+        if loss is None or math.isfinite(loss.item()):
+            return
+        last = last_checkpoint_path(trainer)
+        last = last if last is not None and last.is_file() else None
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        raise TrainingDiverged(
+            f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: the loss is "
+            f"{loss.item()} with learning rate {lr:g}; lower --model.optimizer.lr, standardize the features "
+            "(--data.standardize_features true) or try another optimizer (--model.optimizer Adam)"
+            + (f". The last good checkpoint is {last}." if last else "; no checkpoint had been saved yet.")
+        )
+
+
+class StopAtOptimum(Callback):
+    """Ends training once the model is at the exact least-squares optimum of its own objective:
+    the train loss within ``rtol`` of the optimum and every coefficient within ``coef_rtol``
+    (relative to the largest one) of its least-squares value. ``max_epochs`` is then a ceiling, not
+    a guess. Checked at the end of every training epoch from the data's moments: no pass over rows.
+    Every run also shows the live gap on the progress bar (``train/gap``: the train loss's relative
+    excess over the optimum), lessons included.
+
+    Parameters
+    ----------
+    rtol : float
+        Relative excess of the train loss over the optimum that counts as converged.
+    coef_rtol : float
+        Largest coefficient error, relative to the largest least-squares coefficient.
+    when : {"real_data", "always", "never"}
+        When to stop: "real_data" (default) for CSV and bundled real sets, not for the lessons,
+        whose runs show the textbook's epochs; "never" also turns the gap off.
+    """
+
+    def __init__(
+        self, rtol: float = 1e-4, coef_rtol: float = 1e-3, when: Literal["real_data", "always", "never"] = "real_data"
+    ) -> None:
+        for name, value in (("rtol", rtol), ("coef_rtol", coef_rtol)):
+            if not value > 0:
+                raise InputError(f"StopAtOptimum {name}={value} must be > 0.")
+        self.rtol, self.coef_rtol, self.when = rtol, coef_rtol, when
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
+        datamodule = trainer.datamodule
+        if self.when == "never" or not isinstance(datamodule, RegressionDataModule) or pl_module.hparams.l1:
+            return
+        reference = exact_reference(pl_module, datamodule)
+        excess = reference["train_loss"] - reference["optimal_train_loss"]
+        floor = max(reference["optimal_train_loss"], NEGLIGIBLE_LOSS * reference["constant_train_loss"])
+        pl_module.log("train/gap", excess / floor, prog_bar=True, sync_dist=True)
+        if self.when == "real_data" and not datamodule.real_data:
+            return
+        if excess <= self.rtol * floor and reference["coefficient_error"] <= self.coef_rtol:
+            trainer.should_stop = True
+            if trainer.is_global_zero:
+                print(
+                    f"reached the least-squares optimum at epoch {trainer.current_epoch} "
+                    f"(loss gap {excess / floor:.1e}, coefficient error {reference['coefficient_error']:.1e}): stopping"
+                )

@@ -1,0 +1,424 @@
+"""RegressionDataModule: loads a source, splits it, fits the standardization and batches it.
+
+Everything is validated and computed in ``__init__`` (in-memory data is loaded there; streamed files
+get one first pass, see ``linreg_pl.data.streaming``), so a bad file or split fails before any training
+starts and ``n_features`` is known when the CLI links it into the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from linreg_pl.data.sources import DataSource, Table
+from linreg_pl.data.streaming import StreamedSplits, StreamingSource
+from linreg_pl.errors import InputError
+from linreg_pl.exact.solvers import Accumulator, ExactLeastSquares, Moments
+from linreg_pl.scaling import Scaling
+
+STAGES = ("train", "val", "test")
+
+
+class MiniBatches:
+    """The mini-batches of one Lightning batch when it carries several optimizer steps.
+
+    Each is gathered just before its step: gathering all at once would push them out of the CPU
+    cache before they are used.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, batch_size: int) -> None:
+        self.x, self.y, self.rows, self.batch_size = x, y, rows, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for index in self.rows.split(self.batch_size):
+            yield self.x[index], self.y[index]
+
+
+class InMemoryBatches:
+    """Batches of in-memory tensors: one vectorized index per batch, no per-sample fetch.
+
+    Each process takes its own disjoint share. For training the share is ``n // world_size`` rows
+    of a permutation common to all ranks (drawn from ``seed`` and the epoch), so every rank runs
+    the same number of steps and a different remainder is dropped each epoch; for evaluation
+    the rows are split in contiguous, unequal parts so that every row counts exactly once.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int | None,
+        shuffle: bool,
+        seed: int = 0,
+        epoch: Callable[[], int] = lambda: 0,
+        rank: int = 0,
+        world_size: int = 1,
+        train: bool = True,
+        steps_per_batch: int = 1,
+    ) -> None:
+        self.x, self.y, self.shuffle, self.seed, self.epoch = x, y, shuffle, seed, epoch
+        self.steps_per_batch = steps_per_batch
+        self.rank, self.world_size, self.train = rank, world_size, train
+        n = len(x)
+        if train:
+            self.size = n // world_size
+        else:
+            share = rank_share(n, rank, world_size)
+            self.start, self.size = share.start, share.stop - share.start
+        self.batch_size = batch_size or max(self.size, 1)
+
+    def __len__(self) -> int:
+        return -(-self.size // (self.batch_size * self.steps_per_batch))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.train:
+            if self.shuffle:
+                generator = torch.Generator().manual_seed(self.seed + self.epoch())
+                order = torch.randperm(len(self.x), generator=generator).to(self.x.device)
+                rows = order[self.rank * self.size : (self.rank + 1) * self.size]
+            else:
+                rows = torch.arange(self.rank * self.size, (self.rank + 1) * self.size, device=self.x.device)
+            if self.steps_per_batch == 1:
+                for start in range(0, self.size, self.batch_size):
+                    index = rows[start : start + self.batch_size]
+                    yield self.x[index], self.y[index]
+                return
+            chunk = self.batch_size * self.steps_per_batch
+            for start in range(0, self.size, chunk):
+                yield MiniBatches(self.x, self.y, rows[start : start + chunk], self.batch_size)
+        else:
+            # Contiguous slices are views: evaluation copies nothing.
+            for start in range(self.start, self.start + self.size, self.batch_size):
+                stop = min(start + self.batch_size, self.start + self.size)
+                yield self.x[start:stop], self.y[start:stop]
+
+
+class RegressionDataModule(L.LightningDataModule):
+    """Splits, standardizes and batches a regression ``DataSource``.
+
+    Parameters
+    ----------
+    source : DataSource
+        Where the data comes from (``SyntheticLinear``, ``Points``, ``MakeRegression``,
+        ``SklearnDataset``, ``CSVSource``, or ``ParquetSource`` for files streamed from disk).
+    val_fraction, test_fraction : float
+        Shares of the rows held out for validation and test, each in [0, 1) and together below 1.
+        A non-zero share keeps at least one row. A share of 0 leaves that split empty, and the
+        stage then evaluates on the training rows (the four-point lesson trains and scores on all
+        four points); the report says so.
+    seed : int
+        Seed of the split and of the per-epoch shuffling: the same seed gives the same splits.
+    standardize_features : bool, optional
+        Standardize each feature with the training split's mean and standard deviation. Default:
+        the source's choice (on for CSV and real data, off for the textbook sets).
+    standardize_target : bool
+        Standardize the target likewise. Reported parameters and metrics stay in original units.
+    batch_size : int, optional
+        Rows per optimizer step and process; None (default) for full-batch gradient descent, which
+        reaches the exact optimum (mini-batch SGD at a constant step stalls at a noise floor).
+        Under DDP the global batch is ``batch_size * world_size``.
+    shuffle : bool
+        Reshuffle the training rows every epoch.
+    steps_per_batch : int
+        Optimizer steps per Lightning batch (the fast path). 1: one step per batch, Lightning's
+        automatic optimization. Above 1, each Lightning batch carries that many mini-batches
+        (gathered at once) and the model steps through them itself, which spreads Lightning's
+        per-batch cost over them; the Trainer's gradient clipping and accumulation are then not
+        available, and ``log_every_n_steps`` counts Lightning batches.
+
+    Examples
+    --------
+    >>> from linreg_pl import SyntheticLinear
+    >>> dm = RegressionDataModule(SyntheticLinear(weight=[2.0, -3.4], bias=4.2), batch_size=10)
+    >>> dm.n_features, dm.n_targets, dm.split_sizes
+    (2, 1, {'train': 800, 'val': 100, 'test': 100})
+    """
+
+    def __init__(
+        self,
+        source: DataSource,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+        standardize_features: bool | None = None,
+        standardize_target: bool = False,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        steps_per_batch: int = 1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        # Stored as plain values, so that checkpoints load with weights_only and rebuild the data.
+        self.hparams["source"] = source.config()
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0 <= value < 1:
+                raise InputError(f"data.{name}={value} must be in [0, 1).")
+        if val_fraction + test_fraction >= 1:
+            raise InputError(
+                f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} must be "
+                "below 1 so that rows are left to train on."
+            )
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"data.batch_size={batch_size} must be >= 1, or null for full-batch training.")
+        if steps_per_batch < 1:
+            raise InputError(f"data.steps_per_batch={steps_per_batch} must be >= 1.")
+        self.source, self.seed, self.batch_size, self.shuffle = source, seed, batch_size, shuffle
+        # Full-batch training has one step per epoch, whatever is asked.
+        self.steps_per_batch = steps_per_batch if batch_size is not None else 1
+        if standardize_features is None:
+            standardize_features = source.standardize_by_default
+        self.standardize_features, self.standardize_target = standardize_features, standardize_target
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._train_statistics: dict[str, Accumulator] = {}
+        if isinstance(source, StreamingSource):
+            # Files larger than memory: one validating pass now, the rows stream when training.
+            self.stream: StreamedSplits | None = StreamedSplits(source, seed, val_fraction, test_fraction)
+            self.table = self.stream.table()
+            self.scaling = self.stream.scaling(standardize_features, standardize_target)
+            return
+        self.stream = None
+        self.table = source.load()
+        _check_finite(self.table)
+        check_range(self.table, torch.float64)  # the Trainer's precision is checked in setup()
+        n = len(self.table.x)
+        n_val, n_test = (_share(n, f) for f in (val_fraction, test_fraction))
+        if n - n_val - n_test < 1:
+            raise InputError(
+                f"the dataset has {n} row{'s' if n != 1 else ''}, too few for val_fraction={val_fraction} and "
+                f"test_fraction={test_fraction} (each non-zero share keeps at least one row); "
+                "lower the fractions or set them to 0."
+            )
+        order = np.random.default_rng(seed).permutation(n)
+        self.indices = {
+            "test": np.sort(order[:n_test]),
+            "val": np.sort(order[n_test : n_test + n_val]),
+            "train": np.sort(order[n_test + n_val :]),
+        }
+        if len(self.indices["train"]) < 2 and (standardize_features or standardize_target):
+            raise InputError(
+                f"the training split has {len(self.indices['train'])} row of {n}; standardizing needs at least 2 to "
+                "measure a spread: add rows, lower data.val_fraction and data.test_fraction, or set "
+                "data.standardize_features=false (and data.standardize_target=false)."
+            )
+        x_train, y_train = self.arrays("train")
+        self.scaling = Scaling.fit(
+            x_train, y_train, standardize_features, standardize_target, self.feature_names, self.target_names
+        )
+
+    # What the CLI links into the model and the report reads.
+    @property
+    def n_features(self) -> int:
+        return self.table.x.shape[1]
+
+    @property
+    def n_targets(self) -> int:
+        return self.table.y.shape[1]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.table.feature_names)
+
+    @property
+    def target_names(self) -> list[str]:
+        return list(self.table.target_names)
+
+    @property
+    def real_data(self) -> bool:
+        """CSV files and bundled real sets, as opposed to the textbook lessons' synthetic data."""
+        return self.source.standardize_by_default
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        if self.stream is not None:
+            return dict(self.stream.sizes)
+        return {stage: len(self.indices[stage]) for stage in STAGES}
+
+    def evaluated_split(self, stage: str) -> str:
+        """The split a stage scores: itself, or the training rows when it is empty."""
+        return stage if self.split_sizes[stage] else "train"
+
+    def train_statistics(self, method: str = "normal") -> Accumulator:
+        """The exact solver's one-pass summary of the training rows (``linreg_pl.exact.solvers``), by
+        ``method`` "normal" (moments, one pass) or "qr" (a triangular factor, refined in a second
+        pass: ``QRFactor.refined``); computed once each."""
+        if method == "normal" and self.stream is not None:
+            return self.stream.train_moments  # the first pass over the files computed them
+        if method not in self._train_statistics:
+            # Every process reads every training row (in memory, or from the files): no merge
+            # across processes, and every process gets the same answer.
+            metric = ExactLeastSquares(self.n_features, self.n_targets, method, sync_on_compute=False)
+            for x, y in self.train_chunks():
+                metric.update(x, y)
+            accumulator = metric.compute()
+            if method == "qr":
+                accumulator = accumulator.refined(self.train_chunks())
+            self._train_statistics[method] = accumulator
+        return self._train_statistics[method]
+
+    def train_moments(self) -> Moments:
+        """Count, means and centred cross-products of the training rows in float64: what the exact
+        reference, and any rule built on the data's spectrum (``AutoSGD``), need."""
+        return self.train_statistics("normal")
+
+    def arrays(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
+        """The float64 rows of a split, in original units (streamed files: up to a million rows,
+        else an ``InputError``)."""
+        if self.stream is not None:
+            return self.stream.arrays(stage)
+        index = self.indices[stage]
+        return self.table.x[index], self.table.y[index]
+
+    def train_chunks(self, rank: int = 0, world_size: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Process ``rank``'s share of the training rows as float64 chunks x (m, d), y (m, t) in
+        original units; each training row is in the share of exactly one rank (by default: all
+        rows, in chunks)."""
+        if self.stream is not None:
+            yield from self.stream.chunks("train", rank, world_size)
+            return
+        x, y = self.arrays("train")
+        share = rank_share(len(x), rank, world_size)
+        for start in range(share.start, share.stop, 65536):
+            stop = min(start + 65536, share.stop)
+            yield x[start:stop], y[start:stop]
+
+    def train_dataloader(self) -> InMemoryBatches | DataLoader:
+        return self._batches("train", train=True)
+
+    def val_dataloader(self) -> InMemoryBatches | DataLoader:
+        return self._batches(self.evaluated_split("val"), train=False)
+
+    def test_dataloader(self) -> InMemoryBatches | DataLoader:
+        return self._batches(self.evaluated_split("test"), train=False)
+
+    def predict_dataloader(self) -> InMemoryBatches | DataLoader:
+        return self._batches(self.evaluated_split("test"), train=False)
+
+    def setup(self, stage: str) -> None:
+        # The Trainer, hence the precision the data will be held in, is known only now.
+        check_range(self.table, self.dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the batches: float64 under ``--trainer.precision 64-true``, else float32."""
+        double = self.trainer is not None and self.trainer.precision == "64-true"
+        return torch.float64 if double else torch.float32
+
+    def _batches(self, split: str, train: bool) -> InMemoryBatches | DataLoader:
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        rows = self.split_sizes[split]
+        if (self.stream is not None or not train) and 0 < rows < world_size:
+            raise InputError(
+                f"the {split} split has {rows} rows, fewer than the {world_size} "
+                "processes; raise its fraction or use fewer devices."
+            )
+        if self.stream is not None:
+            return self.stream.loader(
+                split,
+                self.batch_size,
+                rank,
+                world_size,
+                train=train,
+                shuffle=self.shuffle,
+                epoch=lambda: trainer.current_epoch if trainer is not None else 0,
+                steps_per_batch=self.steps_per_batch,
+            )
+        x, y = self._device_tensors(split, device)
+        return InMemoryBatches(
+            x,
+            y,
+            self.batch_size,
+            shuffle=self.shuffle and train,
+            seed=self.seed,
+            epoch=lambda: trainer.current_epoch if trainer is not None else 0,
+            rank=rank,
+            world_size=world_size,
+            train=train,
+            steps_per_batch=self.steps_per_batch if train else 1,
+        )
+
+    def _device_tensors(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Moved once and kept: on a GPU every batch is then a gather in device memory.
+        cached = self._tensors.get(split)
+        dtype = self.dtype
+        if cached is None or cached[0].device != device or cached[0].dtype != dtype:
+            x, y = self.arrays(split)
+            cached = (
+                torch.as_tensor(x, dtype=dtype, device=device),
+                torch.as_tensor(y, dtype=dtype, device=device),
+            )
+            self._tensors[split] = cached
+        return cached
+
+
+def rank_share(n: int, rank: int, world_size: int) -> slice:
+    """The contiguous part of ``n`` rows that process ``rank`` of ``world_size`` takes: every row
+    in exactly one part, sizes differing by at most one.
+
+    >>> [rank_share(5, r, 2) for r in range(2)]
+    [slice(0, 2, None), slice(2, 5, None)]
+    """
+    return slice(rank * n // world_size, (rank + 1) * n // world_size)
+
+
+def _share(n: int, fraction: float) -> int:
+    return max(1, round(n * fraction)) if fraction > 0 else 0
+
+
+def _check_finite(table: Table) -> None:
+    for values, names in ((table.x, table.feature_names), (table.y, table.target_names)):
+        bad = ~np.isfinite(values).all(axis=0)
+        if bad.any():
+            columns = [name for name, is_bad in zip(names, bad, strict=True) if is_bad]
+            raise InputError(f"columns {columns} hold NaN or infinite values; fill or drop those rows.")
+
+
+def check_range(table: Table, dtype: torch.dtype) -> None:
+    """Refuse columns whose squares, summed over the rows, overflow ``dtype`` or underflow it.
+
+    The loss, the metrics and the exact solution sum squares of values in original units over up
+    to every row (standardization happens inside the model, on the raw values), so every value
+    must satisfy sqrt(tiny) <= |value| <= sqrt(max / n_rows) for the dtype (zeros aside).
+
+    Examples
+    --------
+    >>> from linreg_pl import Points
+    >>> check_range(Points(x=[1, 2], y=[0, 1e39]).load(), torch.float64)
+    >>> check_range(Points(x=[1, 2], y=[0, 1e39]).load(), torch.float32)
+    Traceback (most recent call last):
+    ...
+    linreg_pl.errors.InputError: column(s) ['y'] hold values up to 1e+39, ...
+    """
+    n = len(table.x)
+    if n == 0:
+        return
+    info = torch.finfo(dtype)
+    high, low = math.sqrt(info.max / n), math.sqrt(info.tiny)
+    dtype_name = str(dtype).removeprefix("torch.")
+    names = table.feature_names + table.target_names
+    magnitude = np.abs(np.hstack([table.x, table.y])).max(axis=0)
+    if dtype == torch.float64:
+        fix = "rescale them (e.g. express them in other units) before training"
+    else:
+        fix = "train in float64 with --trainer.precision 64-true, or rescale them (e.g. express them in other units)"
+    if huge := [name for name, m in zip(names, magnitude, strict=True) if m > high]:
+        raise InputError(
+            f"column(s) {huge} hold values up to {magnitude.max():.3g}, too large for {dtype_name} training on "
+            f"{n} rows: the loss sums squares of values in the original units, which overflows beyond "
+            f"|value| = {high:.3g}; {fix}."
+        )
+    if tiny := [name for name, m in zip(names, magnitude, strict=True) if 0 < m < low]:
+        largest = max(m for name, m in zip(names, magnitude, strict=True) if name in tiny)
+        raise InputError(
+            f"column(s) {tiny} hold values no larger than {largest:.3g}, too small for {dtype_name} training: their "
+            f"squares underflow below |value| = {low:.3g}; {fix}."
+        )

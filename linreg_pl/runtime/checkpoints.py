@@ -1,0 +1,162 @@
+"""Checkpoints: written atomically, read without executing code, checked against the model."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from linreg_pl.errors import InputError
+from linreg_pl.runtime.files import PARTIAL_SUFFIX, atomic_open
+from linreg_pl.runtime.signals import Interrupted
+
+LIGHTNING_INTERRUPTS = (KeyboardInterrupt, SIGTERMException)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint atomically (``linreg_pl.runtime.files``): a process that dies while saving
+    leaves the previous checkpoint, never a truncated one. Lightning's own local save moves a temp
+    file from the system temp dir, which is a plain copy across filesystems."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        with atomic_open(path) as file:
+            torch.save(checkpoint, file)
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
+    """``last.ckpt`` beside the best checkpoint, or None when checkpointing is off."""
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is None or not checkpoint.dirpath:
+        return None
+    return Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+
+
+class LastCheckpoint(Callback):
+    """Writes ``last.ckpt`` at the end of every epoch, and on Ctrl-C or SIGTERM before exiting.
+
+    ``ModelCheckpoint(save_last=True)`` writes it only in epochs that improved the monitored
+    metric, so a run resumed with ``--ckpt_path last`` could silently repeat epochs. A diverged
+    run writes nothing: the last good checkpoint stays. At the start of fitting, rank 0 removes
+    the partial files that a killed save left in the checkpoint directories of the run.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        last = last_checkpoint_path(trainer)
+        if trainer.is_global_zero:
+            for directory in {p.parent for p in (last, trainer.ckpt_path and Path(trainer.ckpt_path)) if p}:
+                remove_stale_partials(directory)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = last_checkpoint_path(trainer)
+        if path is not None and not trainer.fast_dev_run and not trainer.sanity_checking:
+            trainer.save_checkpoint(path, weights_only=False)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        path = last_checkpoint_path(trainer)
+        if path is None or trainer.fast_dev_run or trainer.state.fn != "fit":
+            return
+        # trainer.save_checkpoint ends in a barrier: only safe where every rank raised at the same
+        # step (GracefulStop's Interrupted), or alone. Lightning's own interrupts reach the ranks
+        # at different steps.
+        alone = trainer.world_size == 1
+        if not isinstance(exception, Interrupted) and not (alone and isinstance(exception, LIGHTNING_INTERRUPTS)):
+            return
+        trainer.save_checkpoint(path, weights_only=False)
+        if trainer.is_global_zero:
+            print(
+                f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {path}; "
+                "continue with --ckpt_path last",
+                file=sys.stderr,
+            )
+
+
+def remove_stale_partials(directory: str | os.PathLike) -> list[Path]:
+    """Delete the ``.NAME.PID.partial`` files of ``atomic_open`` whose writer is no longer alive
+    (killed mid-save); returns them. Those of a live process (a run saving now) stay.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> dead, live = folder / ".last.ckpt.999999999.partial", folder / f".last.ckpt.{os.getpid()}.partial"
+    >>> _ = dead.write_bytes(b"x"), live.write_bytes(b"x")
+    >>> [p.name for p in remove_stale_partials(folder)], sorted(p.name for p in folder.iterdir())
+    (['.last.ckpt.999999999.partial'], ['.last.ckpt...partial'])
+    """
+    removed = []
+    for partial in Path(directory).glob(f".*{PARTIAL_SUFFIX}"):
+        pid = partial.name[: -len(PARTIAL_SUFFIX)].rpartition(".")[2]
+        if pid.isdigit() and not _is_alive(int(pid)):
+            partial.unlink(missing_ok=True)
+            removed.append(partial)
+    return removed
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, so a file
+    that carries code is refused instead of run."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: '{path}'; give the path of a .ckpt file.")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a truncated one has no directory
+        raise InputError(f"'{path}' is not a readable checkpoint (truncated, or another file type).")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(
+            f"'{path}' holds objects other than weights and plain values; it was not loaded, since "
+            "loading it could run code. Use a checkpoint written by linreg_pl."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
+        raise InputError(f"'{path}' is not a readable checkpoint (truncated or another file type: {error}).") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise InputError(f"'{path}' is not a Lightning checkpoint (no state_dict); use a .ckpt written by linreg_pl.")
+    return checkpoint
+
+
+def check_matches(checkpoint: dict[str, Any], path: str | os.PathLike, n_features: int, n_targets: int) -> None:
+    """The checkpoint's linear layer must have the data's numbers of features and targets."""
+    weight = checkpoint["state_dict"].get("linear.weight")
+    if weight is None:
+        raise InputError(f"'{path}' is not a linreg_pl LinearRegression checkpoint (no linear.weight).")
+    if tuple(weight.shape) != (n_targets, n_features):
+        raise InputError(
+            f"'{path}' is a model of {weight.shape[1]} feature(s) and {weight.shape[0]} target(s), but the data "
+            f"has {n_features} feature(s) and {n_targets} target(s); use a checkpoint trained on this data."
+        )
+
+
+def resolve_checkpoint(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
+    """``"last"`` is the newest ``last.ckpt`` of this experiment in any version directory (each run
+    logs to a new ``version_N``, where Lightning alone would look)."""
+    if ckpt_path != "last":
+        return ckpt_path
+    logger = trainer.logger
+    if logger is None:
+        raise InputError("--ckpt_path last needs the logger's experiment folder; give a checkpoint path instead.")
+    experiment = Path(logger.save_dir) / str(logger.name)
+    candidates = sorted(experiment.glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise InputError(
+            f"--ckpt_path last: no last.ckpt under '{experiment}/version_*/checkpoints/'; train once without it first."
+        )
+    return str(candidates[-1])

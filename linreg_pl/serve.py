@@ -1,0 +1,204 @@
+"""Use a trained model: score it on labelled data (``scripts/evaluate.py``), or predict for new rows
+of a CSV file (``scripts/predict.py``).
+
+Both are LightningCLI siblings of ``scripts/train.py``: the same ``--help``, ``--config``,
+``--trainer.*`` flags and error handling. A checkpoint alone is enough: its saved hyper-parameters
+become the defaults of ``--model.*`` (and, for evaluation, of ``--data.*``: the data it was trained
+on), and its weights and standardization are loaded into the model. Predictions run in float64
+(``--trainer.precision 64-true`` by default), and every number written is float64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from lightning.pytorch.cli import LightningArgumentParser
+from torch.utils.data import DataLoader, TensorDataset
+
+from linreg_pl.callbacks.report import scores
+from linreg_pl.cli import LINKED, LinearRegressionCLI
+from linreg_pl.data.csv import numeric_columns, read_csv
+from linreg_pl.errors import InputError
+from linreg_pl.runtime.checkpoints import check_matches, read_checkpoint
+from linreg_pl.runtime.files import write_text_atomically
+
+METRICS = ("mse", "rmse", "mae", "r2")
+# Scoring and prediction log nothing and write no checkpoint; float64 end to end.
+TRAINER_DEFAULTS = {"logger": False, "enable_checkpointing": False, "precision": "64-true"}
+
+
+class CheckpointCLI(LinearRegressionCLI):
+    """A CLI whose ``--ckpt_path`` (a checkpoint, or a run directory: the model its run reported) is
+    read before parsing, so that the checkpoint's hyper-parameters become the defaults."""
+
+    restores_data = False
+
+    def __init__(self, args: list[str] | None = None) -> None:
+        quiet = {"enable_progress_bar": False, "enable_model_summary": False}
+        super().__init__(args, trainer_defaults={**quiet, **TRAINER_DEFAULTS}, save_config_callback=None)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument(
+            "--ckpt_path",
+            type=str,
+            required=True,
+            help="The checkpoint, or a run directory (the model its run reported).",
+        )
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        given = _read_ahead("--ckpt_path", args)
+        if given is not None:
+            self.checkpoint_path = checkpoint_of(given)
+            self.checkpoint = read_checkpoint(self.checkpoint_path)
+            parser.set_defaults(self._defaults_from(self.checkpoint))
+        super().parse_arguments(parser, args)
+
+    def inherited_source(self) -> dict | None:
+        if not self.restores_data or not hasattr(self, "checkpoint"):
+            return None
+        return (self.checkpoint.get("datamodule_hyper_parameters") or {}).get("source")
+
+    def _defaults_from(self, checkpoint: dict) -> dict:
+        model = checkpoint.get("hyper_parameters") or {}
+        if "n_features" not in model:
+            raise InputError(
+                f"'{self.checkpoint_path}' is not a linreg_pl LinearRegression checkpoint; use a .ckpt "
+                "from scripts/train.py."
+            )
+        defaults = {f"model.{k}": v for k, v in model.items() if not k.startswith("_")}
+        if self.restores_data:
+            data = checkpoint.get("datamodule_hyper_parameters") or {}
+            defaults.update({f"data.{k}": v for k, v in data.items() if not k.startswith("_")})
+            defaults = {k: v for k, v in defaults.items() if k.removeprefix("model.") not in LINKED}
+        return defaults
+
+    def predictions(self, x: np.ndarray) -> np.ndarray:
+        """The checkpoint's predictions (n, n_targets) for float64 features (n, n_features)."""
+        self.model.load_state_dict(self.checkpoint["state_dict"])  # weights and standardization
+        loader = DataLoader(TensorDataset(torch.from_numpy(np.ascontiguousarray(x, np.float64))), batch_size=65536)
+        return torch.cat(self.trainer.predict(self.model, loader)).double().cpu().numpy()
+
+
+class EvaluateCLI(CheckpointCLI):
+    """``scripts/evaluate.py``: MSE, RMSE, MAE and R² (overall and per target) of a checkpoint on a
+    split of the data it was trained on, or of other data given with ``--data.*``."""
+
+    restores_data = True
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument(
+            "--split",
+            type=Literal["all", "train", "val", "test"],
+            default="test",
+            help="Rows to score: a split of the data module, or all its rows (for a new file).",
+        )
+        parser.add_argument("--output", type=str, default="evaluation.json", help="Where to write the metrics (JSON).")
+
+
+class PredictCLI(CheckpointCLI):
+    """``scripts/predict.py``: predictions of a checkpoint for the rows of a CSV file, in original
+    units, in columns ``<target>_predicted``; every input column is passed through."""
+
+    datamodule_class_for_cli = None
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_arguments_to_parser(parser)
+        parser.add_argument("--input", type=str, required=True, help="CSV file with the feature columns, by name.")
+        parser.add_argument("--output", type=str, required=True, help="CSV file to write; replaced only once complete.")
+
+
+def evaluate(args: list[str] | None = None) -> dict:
+    """Run ``scripts/evaluate.py``; returns what it wrote."""
+    cli = EvaluateCLI(args)
+    config, datamodule = cli.config, cli.datamodule
+    _check_output(config.output, [cli.checkpoint_path, getattr(datamodule.source, "path", None)])
+    check_matches(cli.checkpoint, cli.checkpoint_path, datamodule.n_features, datamodule.n_targets)
+    _check_names(cli.checkpoint["hyper_parameters"].get("feature_names"), datamodule.feature_names, cli.checkpoint_path)
+    if config.split == "all":
+        parts = [datamodule.arrays(split) for split in ("train", "val", "test")]
+        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    else:
+        x, y = datamodule.arrays(config.split)
+        if not len(x):
+            raise InputError(f"--split {config.split} is empty for this data (its fraction is 0); use --split all.")
+    predicted = cli.predictions(x)
+    result = {
+        "checkpoint": str(Path(cli.checkpoint_path).resolve()),
+        "dataset": datamodule.table.name,
+        "split": config.split,
+        "rows": len(x),
+        **scores(y, predicted),
+        "per_target": {name: scores(y[:, [t]], predicted[:, [t]]) for t, name in enumerate(datamodule.target_names)},
+    }
+    write_text_atomically(config.output, json.dumps(result, indent=2) + "\n")
+    print(
+        f"{result['dataset']}, {config.split}: {len(x)} rows  "
+        + "  ".join(f"{m} {result[m]:.6g}" if result[m] is not None else f"{m} undefined" for m in METRICS)
+    )
+    print(f"wrote {config.output}")
+    return result
+
+
+def predict(args: list[str] | None = None) -> Path:
+    """Run ``scripts/predict.py``; returns the path written."""
+    cli = PredictCLI(args)
+    source, output = Path(cli.config.input), Path(cli.config.output)
+    _check_output(output, [cli.checkpoint_path, source])
+    frame = read_csv(source)
+    model = cli.model
+    names = model.hparams.feature_names or []
+    x = numeric_columns(frame, names, source, for_training=False).to_numpy(np.float64)
+    predicted = cli.predictions(x)
+    for t, target in enumerate(model.hparams.target_names or [f"y{t}" for t in range(predicted.shape[1])]):
+        frame[f"{target}_predicted"] = predicted[:, t]
+    write_text_atomically(output, frame.to_csv(index=False, float_format="%.17g"))
+    print(f"wrote {len(frame)} predictions to {output}")
+    return output
+
+
+def checkpoint_of(path: str) -> str:
+    """A checkpoint file as given, or for a run directory the model its run tested and reported
+    (``last.ckpt``: the trained model), else its best checkpoint by validation loss."""
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        return path
+    last = run_dir / "checkpoints" / "last.ckpt"
+    best = sorted(run_dir.glob("checkpoints/best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if last.is_file():
+        return str(last)
+    if not best:
+        raise InputError(f"--ckpt_path '{path}' is a directory without checkpoints/*.ckpt; give a .ckpt file.")
+    return str(best[-1])
+
+
+def _read_ahead(flag: str, args) -> str | None:
+    """A flag's value, read before the CLI parses (the checkpoint's hyper-parameters are defaults)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument(flag)
+    known, _ = pre.parse_known_args(sys.argv[1:] if args is None else args)
+    return getattr(known, flag.lstrip("-"))
+
+
+def _check_output(output: str | Path, inputs: list) -> None:
+    output = Path(output)
+    if output.is_dir():
+        raise InputError(f"--output '{output}' is a directory; give a file name, e.g. '{output / 'out.csv'}'.")
+    for given in inputs:
+        if given is not None and Path(given).resolve() == output.resolve():
+            raise InputError(f"--output '{output}' is an input of this command; write to another file.")
+
+
+def _check_names(trained: list[str] | None, feature_names: list[str], path: str) -> None:
+    if trained is not None and trained != feature_names:
+        raise InputError(
+            f"'{path}' was trained on features {trained} but the data has {feature_names}; "
+            f"select them in that order with --data.source.features."
+        )

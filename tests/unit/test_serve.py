@@ -1,0 +1,165 @@
+"""Use a trained model: evaluate and predict from a checkpoint, from the command line and Python."""
+
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from linreg_pl import InputError, LinearRegression, Points, RegressionDataModule
+from linreg_pl.serve import evaluate, predict
+from tests.helpers import CONFIGS, script_command
+
+
+@pytest.fixture
+def csv_run(train_run):
+    return train_run("--config", str(CONFIGS / "csv.yaml"), "--trainer.max_epochs=30")
+
+
+def test_evaluate_reproduces_the_metrics_printed_at_the_end_of_training(csv_run, in_tmp):
+    result = evaluate(["--ckpt_path", csv_run["checkpoints"]["last"], "--output", "eval.json"])
+    for name in ("mse", "rmse", "mae", "r2"):
+        assert result[name] == pytest.approx(csv_run["test_metrics"][f"test/{name}"], rel=1e-6), name
+    assert result["split"] == "test" and result["rows"] == csv_run["split_sizes"]["test"]
+    assert (in_tmp / "eval.json").is_file()
+
+
+def test_evaluate_a_run_directory_scores_the_model_its_run_reported_on_any_split(csv_run, in_tmp):
+    run_dir = csv_run["run_dir"]
+    for split in ("train", "val", "test", "all"):
+        result = evaluate(["--ckpt_path", run_dir, "--split", split, "--output", f"{split}.json"])
+        assert result["checkpoint"] == csv_run["checkpoints"]["last"]
+        expected_rows = sum(csv_run["split_sizes"].values()) if split == "all" else csv_run["split_sizes"][split]
+        assert result["rows"] == expected_rows
+    # Independently: the learned parameters of the run on every row of the file, in float64.
+    frame = pd.read_csv(CONFIGS / "example.csv")
+    weight, bias = np.array(csv_run["learned"]["weight"]), np.array(csv_run["learned"]["bias"])
+    residual = frame[["area_m2", "rooms", "age_years"]].to_numpy() @ weight.T + bias - frame[["price_k"]].to_numpy()
+    assert result["mse"] == pytest.approx(np.mean(residual**2), rel=1e-5)
+
+
+@pytest.mark.parametrize("output", ["checkpoint", "data", "directory"])
+def test_an_output_that_is_an_input_or_a_directory_is_refused_and_nothing_changes(csv_run, in_tmp, output):
+    checkpoint = csv_run["checkpoints"]["last"]
+    pd.read_csv(CONFIGS / "example.csv").to_csv(in_tmp / "data.csv", index=False)
+    (in_tmp / "out").mkdir()
+    target = {"checkpoint": checkpoint, "data": str(in_tmp / "data.csv"), "directory": str(in_tmp / "out")}[output]
+    before = {p: p.read_bytes() for p in in_tmp.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match="is an input of this command|is a directory"):
+        if output == "data":
+            evaluate(["--ckpt_path", checkpoint, f"--data.source.path={target}", "--output", target])
+        else:
+            predict(["--ckpt_path", checkpoint, "--input", str(in_tmp / "data.csv"), "--output", target])
+    assert {p: p.read_bytes() for p in in_tmp.rglob("*") if p.is_file()} == before
+
+
+def test_evaluate_on_other_data_options(csv_run, in_tmp):
+    result = evaluate(
+        ["--ckpt_path", csv_run["checkpoints"]["last"], "--output", "eval.json", "--data.test_fraction=0.5"]
+    )
+    assert result["rows"] == 100
+
+
+def test_predict_by_column_name_with_shuffled_columns_and_an_extra_one(csv_run, in_tmp):
+    frame = pd.read_csv(CONFIGS / "example.csv").drop(columns=["price_k"])
+    shuffled = frame[["age_years", "area_m2", "rooms"]].assign(note="passed through")
+    shuffled.to_csv(in_tmp / "new.csv", index=False)
+    predict(["--ckpt_path", csv_run["checkpoints"]["last"], "--input", "new.csv", "--output", "pred.csv"])
+    written = pd.read_csv(in_tmp / "pred.csv")
+    assert list(written.columns) == ["age_years", "area_m2", "rooms", "note", "price_k_predicted"]
+    # Independently: the linear layer on the correctly ordered, standardized features, unscaled.
+    model = LinearRegression.load_from_checkpoint(csv_run["checkpoints"]["last"], weights_only=True)
+    x = torch.tensor(frame[["area_m2", "rooms", "age_years"]].to_numpy(), dtype=torch.float32)
+    with torch.no_grad():
+        expected = model.linear((x - model.feature_mean) / model.feature_scale) * model.target_scale + model.target_mean
+    np.testing.assert_allclose(written["price_k_predicted"], expected[:, 0].numpy(), rtol=1e-6)
+
+
+def test_predict_multi_output(train_run, in_tmp):
+    summary = train_run("--config", str(CONFIGS / "linnerud.yaml"), "--trainer.max_epochs=2")
+    from sklearn.datasets import load_linnerud
+
+    bunch = load_linnerud(as_frame=True)
+    bunch.data.to_csv(in_tmp / "exercises.csv", index=False)
+    predict(["--ckpt_path", summary["checkpoints"]["last"], "--input", "exercises.csv", "--output", "pred.csv"])
+    written = pd.read_csv(in_tmp / "pred.csv")
+    weight, bias = np.array(summary["learned"]["weight"]), np.array(summary["learned"]["bias"])
+    expected = bunch.data.to_numpy() @ weight.T + bias
+    np.testing.assert_allclose(
+        written[["Weight_predicted", "Waist_predicted", "Pulse_predicted"]].to_numpy(), expected, rtol=1e-4
+    )
+
+
+def test_missing_feature_column_is_named(csv_run, in_tmp):
+    pd.read_csv(CONFIGS / "example.csv").drop(columns=["rooms"]).to_csv(in_tmp / "new.csv", index=False)
+    result = subprocess.run(
+        script_command(
+            "predict.py", "--ckpt_path", csv_run["checkpoints"]["last"], "--input", "new.csv", "--output", "p.csv"
+        ),
+        cwd=in_tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "column 'rooms' is not in 'new.csv'" in result.stderr
+    assert not (in_tmp / "p.csv").exists()
+
+
+def test_missing_values_in_prediction_input_name_the_fix_that_applies(csv_run, in_tmp):
+    frame = pd.read_csv(CONFIGS / "example.csv")
+    frame.loc[3, "rooms"] = None
+    frame.to_csv(in_tmp / "gaps.csv", index=False)
+    with pytest.raises(InputError, match=r"missing values \('rooms': 1\); fill them in\.$"):
+        predict(["--ckpt_path", csv_run["checkpoints"]["last"], "--input", "gaps.csv", "--output", "p.csv"])
+
+
+def test_checkpoint_of_another_model_is_refused(train_run, csv_run, in_tmp):
+    d2l = train_run("--trainer.max_epochs=1")
+    with pytest.raises(
+        InputError, match=r"a model of 2 feature\(s\) and 1 target\(s\), but the data has 3 feature\(s\)"
+    ):
+        evaluate(
+            [
+                "--ckpt_path",
+                d2l["checkpoints"]["last"],
+                "--data.source=CSVSource",
+                f"--data.source.path={CONFIGS / 'example.csv'}",
+                "--data.source.target=price_k",
+            ]
+        )
+    with pytest.raises(InputError, match=r"was trained on features \['area_m2', 'rooms', 'age_years'\]"):
+        evaluate(
+            [
+                "--ckpt_path",
+                csv_run["checkpoints"]["last"],
+                f"--data.source.path={CONFIGS / 'example.csv'}",
+                "--data.source.features=[rooms,area_m2,age_years]",
+            ]
+        )
+
+
+def test_python_api_checkpoint_loads_safely_and_predicts(tmp_path):
+    import lightning as L
+
+    dm = RegressionDataModule(
+        Points(x=[[1, 0], [0, 1], [1, 1], [2, 1]], y=[3, -1, 2, 5]),
+        val_fraction=0,
+        test_fraction=0,
+        standardize_features=True,
+        batch_size=None,
+    )
+    model = LinearRegression(
+        n_features=2,
+        feature_names=dm.feature_names,
+        optimizer=lambda p: torch.optim.LBFGS(p, max_iter=100, line_search_fn="strong_wolfe"),
+    )
+    trainer = L.Trainer(
+        max_epochs=3, logger=False, default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.fit(model, datamodule=dm)
+    # The README's Python API: plain values only, so weights_only loading works.
+    loaded = LinearRegression.load_from_checkpoint(trainer.checkpoint_callback.best_model_path, weights_only=True)
+    x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
+    np.testing.assert_allclose(loaded.predict(x)[:, 0], [3, -1, 2, 5], atol=1e-3)  # y = 3 x0 - x1, exactly
+    assert loaded.predict(pd.DataFrame(x[:, ::-1], columns=["x1", "x0"])).tolist() == loaded.predict(x).tolist()
