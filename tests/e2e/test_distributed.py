@@ -65,7 +65,9 @@ def test_ddp_cpu_preset_stacks_with_a_data_config(tmp_path):
         str(CONFIGS / "trainer" / "ddp_cpu.yaml"),
         "--trainer.max_epochs=2",
     )
-    assert summary["dataset"] == "synthetic" and summary["epochs"] == 2
+    # line.yaml's data (y = 3x + 0.8), not the default lesson's (also "synthetic"), on 2 processes.
+    assert summary["true"] == {"weight": [[3.0]], "bias": [0.8]} and summary["epochs"] == 2
+    assert Path(summary["run_dir"]).parent.name == "line"
 
 
 def test_ddp_with_several_steps_per_batch(tmp_path):

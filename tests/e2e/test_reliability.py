@@ -41,6 +41,7 @@ def last_checkpoint_weights(run_root: Path, version: int) -> torch.Tensor:
 LONG_RUN = ["--trainer.max_epochs=40", "--model.optimizer.lr=0.001", *D2L_FAST]
 
 
+@pytest.mark.slow  # three real training processes
 def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     uninterrupted, interrupted = tmp_path / "a", tmp_path / "b"
     uninterrupted.mkdir(), interrupted.mkdir()
@@ -70,6 +71,7 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_run(tmp_path):
     torch.testing.assert_close(last_checkpoint_weights(interrupted / "logs" / "d2l", 1), expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.slow  # a real training process
 def test_sigterm_saves_a_checkpoint_and_exits_non_zero(tmp_path):
     process = subprocess.Popen(
         script_command("train.py", *LONG_RUN), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

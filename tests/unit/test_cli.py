@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from sklearn.linear_model import LinearRegression as ExactOLS
 
@@ -166,6 +167,9 @@ def test_trainer_flags_work_through_the_cli(train_run, flag):
     np.testing.assert_allclose(summary["learned"]["weight"], [[2.0, -3.4]], atol=0.05)
     if flag == "--trainer.enable_checkpointing=false":
         assert summary["checkpoints"] == {"best": "", "last": ""}
+    if flag == "--trainer.precision=64-true":  # the model trained in float64: it saved float64 weights
+        state = torch.load(summary["checkpoints"]["last"], weights_only=True)["state_dict"]
+        assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float64}
 
 
 DEFAULT_CALLBACKS = [
