@@ -99,14 +99,7 @@ class LinearRegression(L.LightningModule):
         self.register_buffer("feature_scale", torch.ones(n_features))
         self.register_buffer("target_mean", torch.zeros(n_targets))
         self.register_buffer("target_scale", torch.ones(n_targets))
-        metrics = MetricCollection(
-            {
-                "mse": MeanSquaredError(),
-                "rmse": MeanSquaredError(squared=False),
-                "mae": MeanAbsoluteError(),
-                "r2": R2(),
-            }
-        )
+        metrics = self.metric_collection()
         self.metrics = nn.ModuleDict({s: metrics.clone(prefix=f"{s}/") for s in ("val", "test")})
         # The loss in the model's (standardized) space, reduced exactly across processes.
         self.losses = nn.ModuleDict({s: MeanSquaredError() for s in ("val", "test")})
@@ -115,6 +108,22 @@ class LinearRegression(L.LightningModule):
         self._train_rows = 0
         self._scales_features = self._scales_target = False
         self._make_optimizer()  # a bad optimizer config fails here, before any run directory exists
+
+    def metric_collection(self, num_outputs: int = 1) -> MetricCollection:
+        """The run's metrics, defined once: logged per epoch (``val/*``, ``test/*``), and the numbers
+        of the report, ``scripts/evaluate.py`` and the HPARAMS tab; a metric added here shows in all.
+        Pooled over the targets, or one value per target for ``num_outputs`` > 1. In float64: a
+        float32 sum of squared errors loses digits over a large split."""
+        per_target = "raw_values" if num_outputs > 1 else "uniform_average"
+        metrics = MetricCollection(
+            {
+                "mse": MeanSquaredError(num_outputs=num_outputs),
+                "rmse": MeanSquaredError(squared=False, num_outputs=num_outputs),
+                "mae": MeanAbsoluteError(num_outputs=num_outputs),
+                "r2": R2(multioutput=per_target),
+            }
+        )
+        return metrics.set_dtype(torch.float64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions in original units for features in original units."""
@@ -304,7 +313,7 @@ class LinearRegression(L.LightningModule):
                 self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
             return loss
         self.losses[stage].update(output, target)
-        self.metrics[stage].update(output * self.target_scale + self.target_mean, y)
+        self.metrics[stage].update((output * self.target_scale + self.target_mean).double(), y.double())
         self.log(f"{stage}/loss", self.losses[stage], prog_bar=True, batch_size=len(x))
         self.log_dict(self.metrics[stage], batch_size=len(x))
         return None

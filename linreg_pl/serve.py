@@ -28,7 +28,6 @@ from linreg_pl.errors import InputError
 from linreg_pl.runtime.checkpoints import check_matches, read_checkpoint
 from linreg_pl.runtime.files import write_text_atomically
 
-METRICS = ("mse", "rmse", "mae", "r2")
 # Scoring and prediction log nothing and write no checkpoint; float64 end to end.
 TRAINER_DEFAULTS = {"logger": False, "enable_checkpointing": False, "precision": "64-true"}
 
@@ -87,7 +86,7 @@ class CheckpointCLI(LinearRegressionCLI):
 
 
 class EvaluateCLI(CheckpointCLI):
-    """``scripts/evaluate.py``: MSE, RMSE, MAE and R² (overall and per target) of a checkpoint on a
+    """``scripts/evaluate.py``: the model's metrics (overall and per target) of a checkpoint on a
     split of the data it was trained on, or of other data given with ``--data.*``."""
 
     restores_data = True
@@ -129,19 +128,19 @@ def evaluate(args: list[str] | None = None) -> dict:
         x, y = datamodule.arrays(config.split)
         if not len(x):
             raise InputError(f"--split {config.split} is empty for this data (its fraction is 0); use --split all.")
-    predicted = cli.predictions(x)
+    pooled, by_target = scores(cli.model, cli.predictions(x), y)
     result = {
         "checkpoint": str(Path(cli.checkpoint_path).resolve()),
         "dataset": datamodule.table.name,
         "split": config.split,
         "rows": len(x),
-        **scores(y, predicted),
-        "per_target": {name: scores(y[:, [t]], predicted[:, [t]]) for t, name in enumerate(datamodule.target_names)},
+        **pooled,
+        "per_target": dict(zip(datamodule.target_names, by_target, strict=True)),
     }
     write_text_atomically(config.output, json.dumps(result, indent=2) + "\n")
     print(
         f"{result['dataset']}, {config.split}: {len(x)} rows  "
-        + "  ".join(f"{m} {result[m]:.6g}" if result[m] is not None else f"{m} undefined" for m in METRICS)
+        + "  ".join(f"{m} {v:.6g}" if v is not None else f"{m} undefined" for m, v in pooled.items())
     )
     print(f"wrote {config.output}")
     return result

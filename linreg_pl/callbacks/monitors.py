@@ -158,7 +158,7 @@ def scalars_layout(parameter_tags: list[str], references: dict[str, float]) -> d
 class HyperparameterMetrics(Callback):
     """Fills TensorBoard's HPARAMS tab once testing ends with what a person compares between runs
     (optimizer, lr, batch size, epochs, penalties, data source, standardization), against the last
-    ``val/loss`` and the test ``mse`` and ``r2`` that Lightning logged (no placeholder metric)."""
+    ``val/loss`` and the model's test metrics that Lightning logged (no placeholder metric)."""
 
     def __init__(self) -> None:
         self.val_loss: float | None = None
@@ -187,7 +187,8 @@ class HyperparameterMetrics(Callback):
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("test/mse", "test/r2")}
+        tested = pl_module.metrics["test"].keys()
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in tested}
         if self.val_loss is not None:
             metrics["val/loss"] = self.val_loss
         params = {**self.training, "l1": pl_module.hparams.l1, "l2": pl_module.hparams.l2}

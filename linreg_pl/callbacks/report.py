@@ -11,9 +11,9 @@ from typing import Literal
 
 import lightning as L
 import numpy as np
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from sklearn import metrics
 
 from linreg_pl.callbacks.plots import ridge_path_figure
 from linreg_pl.data.streaming import MAX_MATERIALIZED_ROWS
@@ -133,7 +133,7 @@ def summarize(
         "learned": {"weight": weight.tolist(), "bias": bias.tolist()},
         "true": None,
         "test_metrics": {k: _json_number(v) for k, v in sorted(test_metrics.items())},
-        "test_by_target": _test_by_target(datamodule, weight, bias),
+        "test_by_target": _test_by_target(model, datamodule),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "wall_time_s": round(wall_time, 3),
@@ -183,15 +183,15 @@ def exact_reference(model: LinearRegression, datamodule: RegressionDataModule, m
     }
 
 
-def _test_by_target(datamodule: RegressionDataModule, weight: np.ndarray, bias: np.ndarray) -> dict[str, dict]:
+def _test_by_target(model: LinearRegression, datamodule: RegressionDataModule) -> dict[str, dict]:
     """Test metrics of each target in its own units (pooled metrics mix targets of other scales);
     empty for a streamed split too large to hold (the pooled test metrics still stand)."""
     split = datamodule.evaluated_split("test")
     if datamodule.split_sizes[split] > MAX_MATERIALIZED_ROWS:
         return {}
     x, y = datamodule.arrays(split)
-    predicted = x @ weight.T + bias
-    return {name: scores(y[:, [t]], predicted[:, [t]]) for t, name in enumerate(datamodule.target_names)}
+    _, by_target = scores(model, predict_float64(model, x), y)
+    return dict(zip(datamodule.target_names, by_target, strict=True))
 
 
 def _json_number(value: float) -> float | None:
@@ -220,11 +220,33 @@ def write_summary(summary: dict) -> Path | None:
     return path
 
 
-def scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
-    """MSE, RMSE, MAE and R² in float64, averaged over targets; R² is None (undefined) below two rows."""
-    mse = float(metrics.mean_squared_error(y, predicted))
-    r2 = float(metrics.r2_score(y, predicted)) if len(y) > 1 else None
-    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(metrics.mean_absolute_error(y, predicted)), "r2": r2}
+def scores(
+    model: LinearRegression, predicted: np.ndarray, y: np.ndarray
+) -> tuple[dict[str, float | None], list[dict[str, float | None]]]:
+    """The model's metrics (``metric_collection``) of float64 predictions (n, n_targets) against
+    ``y``: pooled over the targets, and one dict per target. An undefined value (R² of one row) is
+    None."""
+    predicted, target = torch.as_tensor(predicted, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    n_targets = target.shape[1]
+    pooled, per_target = model.metric_collection(), model.metric_collection(n_targets)
+    pooled.update(predicted, target)
+    per_target.update(predicted, target)
+    values = {name: torch.broadcast_to(value, (n_targets,)) for name, value in per_target.compute().items()}
+    pooled = {name: _json_number(float(value)) for name, value in pooled.compute().items()}
+    by_target = [{name: _json_number(float(v[t])) for name, v in values.items()} for t in range(n_targets)]
+    return pooled, by_target
+
+
+def predict_float64(model: LinearRegression, x: np.ndarray) -> torch.Tensor:
+    """The model's predictions for ``x`` computed in float64 whatever precision it trained in
+    (float32 parameters are exact in float64); the model itself is left as it is."""
+    tensors = {
+        name: t.double() if t.is_floating_point() else t
+        for name, t in [*model.named_parameters(), *model.named_buffers()]
+    }
+    features = torch.as_tensor(x, dtype=torch.float64, device=model.device)
+    with torch.no_grad():
+        return torch.func.functional_call(model, tensors, (features,)).cpu()
 
 
 def _gap_line(exact: dict, target_standardized: bool) -> str:

@@ -3,7 +3,16 @@ import numpy as np
 import pytest
 import torch
 
-from linreg_pl import InputError, LinearRegression, RegressionDataModule, Scaling, SyntheticLinear
+from linreg_pl import (
+    CSVSource,
+    InputError,
+    LinearRegression,
+    RegressionDataModule,
+    Scaling,
+    SklearnDataset,
+    SyntheticLinear,
+)
+from tests.helpers import CONFIGS
 
 
 def test_shapes_single_and_multi_output():
@@ -154,3 +163,73 @@ def test_lbfgs_with_several_steps_per_batch(fitted_cli):
 def test_several_steps_per_batch_refuse_trainer_gradient_clipping(train_run):
     with pytest.raises(InputError, match="data.steps_per_batch=4 runs several optimizer steps per batch"):
         train_run("--data.steps_per_batch=4", "--trainer.gradient_clip_val=1.0")
+
+
+def test_a_metric_added_to_the_model_shows_in_the_log_report_hparams_and_evaluate(train_run, in_tmp, monkeypatch):
+    from sklearn.metrics import explained_variance_score
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from torchmetrics import ExplainedVariance
+
+    from linreg_pl.serve import evaluate
+
+    defined = LinearRegression.metric_collection
+
+    def with_explained_variance(self, num_outputs=1):
+        metrics = defined(self, num_outputs)
+        per_target = "raw_values" if num_outputs > 1 else "uniform_average"
+        metrics.add_metrics({"explained_variance": ExplainedVariance(multioutput=per_target)})
+        return metrics.set_dtype(torch.float64)
+
+    monkeypatch.setattr(LinearRegression, "metric_collection", with_explained_variance)
+    summary = train_run("--config", str(CONFIGS / "linnerud.yaml"), "--trainer.max_epochs=2")
+    assert "test/explained_variance" in summary["test_metrics"]  # logged, and in summary.json
+    assert all("explained_variance" in values for values in summary["test_by_target"].values())  # the report
+    events = EventAccumulator(summary["run_dir"])
+    events.Reload()
+    assert {"val/explained_variance", "test/explained_variance"} <= set(events.Tags()["scalars"])
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    tags = {m.name.tag for m in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.metric_infos}
+    assert "test/explained_variance" in tags
+    result = evaluate(["--ckpt_path", summary["checkpoints"]["last"], "--output", "eval.json"])
+    x, y = TEST_SPLITS["linnerud.yaml"]().arrays("test")
+    predicted = x @ np.array(summary["learned"]["weight"]).T + np.array(summary["learned"]["bias"])
+    assert result["explained_variance"] == pytest.approx(explained_variance_score(y, predicted), rel=1e-9)
+    for t, values in enumerate(result["per_target"].values()):
+        assert values["explained_variance"] == pytest.approx(explained_variance_score(y[:, t], predicted[:, t]))
+
+
+# Each config's data, built here as its run builds it (same seed, same split).
+TEST_SPLITS = {
+    "linnerud.yaml": lambda: RegressionDataModule(SklearnDataset("linnerud"), val_fraction=0.15, test_fraction=0.15),
+    "csv.yaml": lambda: RegressionDataModule(CSVSource(str(CONFIGS / "example.csv"), target="price_k")),
+}
+
+
+@pytest.mark.parametrize("config", TEST_SPLITS)
+def test_report_and_evaluate_metrics_match_scikit_learn_pooled_and_per_target(train_run, in_tmp, config):
+    from sklearn import metrics
+
+    from linreg_pl.serve import evaluate
+
+    summary = train_run("--config", str(CONFIGS / config), "--trainer.max_epochs=3")
+    result = evaluate(["--ckpt_path", summary["checkpoints"]["last"], "--output", "eval.json"])
+    x, y = TEST_SPLITS[config]().arrays("test")
+    predicted = x @ np.array(summary["learned"]["weight"]).T + np.array(summary["learned"]["bias"])
+
+    def sklearn_scores(y, predicted):
+        mse = metrics.mean_squared_error(y, predicted)
+        return {
+            "mse": mse,
+            "rmse": np.sqrt(mse),
+            "mae": metrics.mean_absolute_error(y, predicted),
+            "r2": metrics.r2_score(y, predicted),
+        }
+
+    for name, value in sklearn_scores(y, predicted).items():
+        assert result[name] == pytest.approx(value, rel=1e-9), name
+        assert summary["test_metrics"][f"test/{name}"] == pytest.approx(value, rel=1e-6), name  # logged in training
+    for t, target in enumerate(summary["targets"]):
+        for name, value in sklearn_scores(y[:, t], predicted[:, t]).items():
+            assert result["per_target"][target][name] == pytest.approx(value, rel=1e-9), (target, name)
+            assert summary["test_by_target"][target][name] == pytest.approx(value, rel=1e-9), (target, name)

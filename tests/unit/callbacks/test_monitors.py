@@ -62,7 +62,7 @@ def test_event_files_hold_scalars_figure_and_hparams(d2l_run):
         "test/r2",
     }
     assert expected <= scalars, expected - scalars
-    assert "lr" not in scalars  # Lightning's LearningRateMonitor logs it, when configured
+    assert "lr-SGD" in scalars  # configs/default.yaml's LearningRateMonitor, named after the optimizer
     trajectory = [e.value for e in accumulator.Scalars("params/w[x1]")]
     assert len(trajectory) >= 10 and abs(trajectory[-1] + 3.4) < abs(trajectory[0] + 3.4)  # walks to -3.4
     assert {"fit", "fit/tested", "landscape"} <= set(accumulator.Tags()["images"])
@@ -73,7 +73,8 @@ def test_event_files_hold_scalars_figure_and_hparams(d2l_run):
     content = accumulator.PluginTagToContent("hparams")
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     metric_tags = {m.name.tag for m in experiment.metric_infos}
-    assert metric_tags == {"val/loss", "test/mse", "test/r2"}  # real metrics, no hp_metric placeholder
+    # Real metrics, no hp_metric placeholder: the model's test metrics and the validation loss.
+    assert metric_tags == {"val/loss", "test/mse", "test/rmse", "test/mae", "test/r2"}
     session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     # What a person compares between runs, and no internals (optimizer flags, instantiators, class paths).
     assert set(session.hparams) == {
