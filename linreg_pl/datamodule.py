@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from linreg_pl.data.batching import batch_bounds, rank_share
 from linreg_pl.data.sources import DataSource, Table
 from linreg_pl.data.streaming import StreamedSplits, StreamingSource
 from linreg_pl.errors import InputError
@@ -31,24 +32,23 @@ class MiniBatches:
     cache before they are used.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, batch_size: int) -> None:
-        self.x, self.y, self.rows, self.batch_size = x, y, rows, batch_size
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, indices: list[torch.Tensor]) -> None:
+        self.x, self.y, self.indices = x, y, indices
 
     def __len__(self) -> int:
-        return -(-len(self.rows) // self.batch_size)
+        return len(self.indices)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for index in self.rows.split(self.batch_size):
+        for index in self.indices:
             yield self.x[index], self.y[index]
 
 
 class InMemoryBatches:
     """Batches of in-memory tensors: one vectorized index per batch, no per-sample fetch.
 
-    Each process takes its own disjoint share. For training the share is ``n // world_size`` rows
-    of a permutation common to all ranks (drawn from ``seed`` and the epoch), so every rank runs
-    the same number of steps and a different remainder is dropped each epoch; for evaluation
-    the rows are split in contiguous, unequal parts so that every row counts exactly once.
+    Each process takes its share of the rows by the rule of ``linreg_pl.data.batching``: for
+    training, of a permutation common to all ranks (drawn from ``seed`` and the epoch) when
+    shuffling; for evaluation, contiguous slices (views: nothing is copied).
     """
 
     def __init__(
@@ -65,40 +65,30 @@ class InMemoryBatches:
         steps_per_batch: int = 1,
     ) -> None:
         self.x, self.y, self.shuffle, self.seed, self.epoch = x, y, shuffle, seed, epoch
-        self.steps_per_batch = steps_per_batch
-        self.rank, self.world_size, self.train = rank, world_size, train
-        n = len(x)
-        if train:
-            self.size = n // world_size
-        else:
-            share = rank_share(n, rank, world_size)
-            self.start, self.size = share.start, share.stop - share.start
-        self.batch_size = batch_size or max(self.size, 1)
+        self.steps_per_batch, self.train = steps_per_batch, train
+        self.bounds = batch_bounds(len(x), rank, world_size, batch_size, equal_steps=train)
 
     def __len__(self) -> int:
-        return -(-self.size // (self.batch_size * self.steps_per_batch))
+        return -(-(len(self.bounds) - 1) // self.steps_per_batch)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.train:
-            if self.shuffle:
-                generator = torch.Generator().manual_seed(self.seed + self.epoch())
-                order = torch.randperm(len(self.x), generator=generator).to(self.x.device)
-                rows = order[self.rank * self.size : (self.rank + 1) * self.size]
-            else:
-                rows = torch.arange(self.rank * self.size, (self.rank + 1) * self.size, device=self.x.device)
-            if self.steps_per_batch == 1:
-                for start in range(0, self.size, self.batch_size):
-                    index = rows[start : start + self.batch_size]
-                    yield self.x[index], self.y[index]
-                return
-            chunk = self.batch_size * self.steps_per_batch
-            for start in range(0, self.size, chunk):
-                yield MiniBatches(self.x, self.y, rows[start : start + chunk], self.batch_size)
-        else:
-            # Contiguous slices are views: evaluation copies nothing.
-            for start in range(self.start, self.start + self.size, self.batch_size):
-                stop = min(start + self.batch_size, self.start + self.size)
+    def __iter__(self) -> Iterator:
+        bounds = self.bounds
+        if not self.train:
+            for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
                 yield self.x[start:stop], self.y[start:stop]
+            return
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch())
+            rows = torch.randperm(len(self.x), generator=generator).to(self.x.device)
+        else:
+            rows = torch.arange(len(self.x), device=self.x.device)
+        indices = [rows[start:stop] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+        if self.steps_per_batch == 1:
+            for index in indices:
+                yield self.x[index], self.y[index]
+            return
+        for k in range(0, len(indices), self.steps_per_batch):
+            yield MiniBatches(self.x, self.y, indices[k : k + self.steps_per_batch])
 
 
 class RegressionDataModule(L.LightningDataModule):
@@ -316,7 +306,7 @@ class RegressionDataModule(L.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         rows = self.split_sizes[split]
-        if (self.stream is not None or not train) and 0 < rows < world_size:
+        if 0 < rows < world_size:
             raise InputError(
                 f"the {split} split has {rows} rows, fewer than the {world_size} "
                 "processes; raise its fraction or use fewer devices."
@@ -358,16 +348,6 @@ class RegressionDataModule(L.LightningDataModule):
             )
             self._tensors[split] = cached
         return cached
-
-
-def rank_share(n: int, rank: int, world_size: int) -> slice:
-    """The contiguous part of ``n`` rows that process ``rank`` of ``world_size`` takes: every row
-    in exactly one part, sizes differing by at most one.
-
-    >>> [rank_share(5, r, 2) for r in range(2)]
-    [slice(0, 2, None), slice(2, 5, None)]
-    """
-    return slice(rank * n // world_size, (rank + 1) * n // world_size)
 
 
 def _share(n: int, fraction: float) -> int:

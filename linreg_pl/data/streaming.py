@@ -13,11 +13,9 @@ number of processes or workers. Each fraction is the expected share (each row dr
 not an exact count as for in-memory data.
 
 Sharding. Each epoch orders the fragments (a permutation drawn from (seed, epoch) when shuffling,
-else file order) and so the rows of a split. Process ``rank`` of ``world_size`` takes the
-contiguous range ``[n * rank // world_size, n * (rank + 1) // world_size)`` of that order: every row
-once, shares equal to one row. Training cuts a share into the same number ``ceil((n //
-world_size) / batch_size)`` of batches on every process (the last batch takes the one extra row), so
-DDP's collectives always pair up: no padding, no dropped row, no hang. The batches of a process
+else file order) and so the rows of a split; the processes share that order and cut it into
+batches by the rule of in-memory data (``linreg_pl.data.batching``): every row once, as many
+training batches on every process. The batches of a process
 are dealt in contiguous blocks to its DataLoader workers (global worker ``rank * num_workers +
 worker_id``), so a worker reads only the fragments its rows touch. Shuffling permutes the rows within
 a window of ``shuffle_rows`` rows (whole batches), seeded by (seed, epoch, window start): a resumed
@@ -41,6 +39,7 @@ import torch
 from jsonargparse.typing import Path_fr, path_type
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from linreg_pl.data.batching import batch_bounds, rank_share
 from linreg_pl.data.csv import unknown_column_message
 from linreg_pl.data.sources import DataSource, Table
 from linreg_pl.errors import InputError
@@ -374,10 +373,8 @@ class StreamedSplits:
 
     def chunks(self, split: str, rank: int, world_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """This process's share of a split in float64, original units, file order."""
-        n, d = self.sizes[split], len(self.source.feature_names)
-        for columns in self.rows(
-            split, self.order(0, False), n * rank // world_size, n * (rank + 1) // world_size, np.float64
-        ):
+        share, d = rank_share(self.sizes[split], rank, world_size), len(self.source.feature_names)
+        for columns in self.rows(split, self.order(0, False), share.start, share.stop, np.float64):
             yield columns[:d].T, columns[d:].T
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -441,27 +438,16 @@ class BatchPlan(IterableDataset):
         shuffle: bool,
         steps_per_batch: int = 1,
     ) -> None:
-        n = splits.sizes[split]
         self.splits, self.split, self.shuffle, self.steps_per_batch = splits, split, shuffle, steps_per_batch
-        self.start, self.stop = n * rank // world_size, n * (rank + 1) // world_size
-        share = self.stop - self.start
-        self.batch_size = batch_size or max(n // world_size, 1)
-        # Under DDP every process must take the same number of optimizer steps (each step all-reduces
-        # the gradients): all count the steps of the smallest share; the larger ones (by one row) put
-        # the extra row in their last batch.
-        steps_of = (n // world_size) if equal_steps else share
-        self.steps = -(-steps_of // self.batch_size)
+        n = splits.sizes[split]
+        self.bounds = np.array(batch_bounds(n, rank, world_size, batch_size, equal_steps))
+        self.batch_size = batch_size or max(n // world_size, 1)  # sizes the shuffle windows
+        self.steps = len(self.bounds) - 1
         self.n_features = len(splits.source.feature_names)
         self.epoch = 0
 
     def __len__(self) -> int:
         return -(-self.steps // self.steps_per_batch)
-
-    def batch_bounds(self) -> np.ndarray:
-        """Row offsets (in the split's epoch order) where each mini-batch starts, and the end."""
-        bounds = self.start + self.batch_size * np.arange(self.steps + 1)
-        bounds[-1] = self.stop
-        return bounds
 
     def __iter__(self) -> Iterator:
         if get_worker_info() is not None:  # a DataLoader worker process already reads ahead
@@ -469,7 +455,7 @@ class BatchPlan(IterableDataset):
         return read_ahead(self._batches(), READ_AHEAD)
 
     def _batches(self) -> Iterator:
-        bounds = self.batch_bounds()
+        bounds = self.bounds
         batches = len(self)
         worker = get_worker_info()
         workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)

@@ -76,15 +76,21 @@ def test_training_batches_are_shuffled_per_epoch_and_cover_every_row():
         assert torch.equal(by, bx * 2)
 
 
-def test_batches_shard_disjointly_across_ranks():
+@pytest.mark.parametrize("train, steps_per_batch", [(True, 1), (True, 2), (False, 1)])
+def test_batches_shard_across_ranks_every_row_once_with_equal_training_steps(train, steps_per_batch):
     x = torch.arange(11.0)[:, None]
-    train = [torch.cat([b[0] for b in InMemoryBatches(x, x, 3, True, seed=0, rank=r, world_size=2)]) for r in (0, 1)]
-    assert len(train[0]) == len(train[1]) == 5  # equal steps per rank; one row left out this epoch
-    assert not set(train[0].ravel().tolist()) & set(train[1].ravel().tolist())
-    evaluation = [
-        torch.cat([b[0] for b in InMemoryBatches(x, x, 3, False, rank=r, world_size=2, train=False)]) for r in (0, 1)
+    per_rank = [
+        list(InMemoryBatches(x, x, 2, True, rank=r, world_size=2, train=train, steps_per_batch=steps_per_batch))
+        for r in (0, 1)
     ]
-    assert sorted(torch.cat(evaluation).ravel().tolist()) == list(range(11))  # every row exactly once
+    pieces = [b for batches in per_rank for b in batches]
+    if steps_per_batch > 1:  # Lightning batches of several mini-batches
+        pieces = [mini for batch in pieces for mini in batch]
+    assert sorted(torch.cat([bx for bx, _ in pieces]).ravel().tolist()) == list(range(11))  # every row once
+    if train:  # DDP all-reduces at every step: the ranks' Lightning batches and optimizer steps pair up
+        assert len(per_rank[0]) == len(per_rank[1])
+        steps = [sum(len(b) if steps_per_batch > 1 else 1 for b in batches) for batches in per_rank]
+        assert steps[0] == steps[1]
 
 
 def test_full_batch_is_one_batch():
