@@ -244,10 +244,10 @@ class RegressionDataModule(L.LightningDataModule):
         if method not in self._train_statistics:
             # Every process reads every training row (in memory, or from the files): no merge
             # across processes, and every process gets the same answer.
-            metric = ExactLeastSquares(self.n_features, self.n_targets, method, sync_on_compute=False)
+            solver = ExactLeastSquares(self.n_features, self.n_targets, method)
             for x, y in self.train_chunks():
-                metric.update(x, y)
-            accumulator = metric.compute()
+                solver.update(x, y)
+            accumulator = solver.compute()
             if method == "qr":
                 accumulator = accumulator.refined(self.train_chunks())
             self._train_statistics[method] = accumulator

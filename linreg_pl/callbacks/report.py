@@ -94,7 +94,7 @@ class RunReport(Callback):
         accumulator = datamodule.train_statistics(self.method)
         meat = None
         if self.robust:  # residuals and leverages are not in the sufficient statistics: a second pass
-            sandwich = SandwichMeat(accumulator, sync_on_compute=False)
+            sandwich = SandwichMeat(accumulator)
             for x, y in datamodule.train_chunks():
                 sandwich.update(x, y)
             meat = sandwich.compute()

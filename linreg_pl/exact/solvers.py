@@ -15,9 +15,12 @@ One streaming pass in float64 over chunks of rows keeps the count, the column me
   extended precision (``QRFactor.refined``): NIST Wampler5 goes from 5.8 to 9.5 significant
   digits, and every NIST StRD linear set gets at least 8.
 
-Chunks and processes merge with the same pairwise update (no cancellation from subtracting
-n * mean² at the end). ``ExactLeastSquares`` is the torchmetrics ``Metric`` around them: each
-process ``update``s with its share of the rows and ``compute`` merges the shares of every process.
+Chunks merge with a pairwise update (no cancellation from subtracting n * mean² at the end), and
+so would the shares of several processes (``Accumulator.merge``). ``ExactLeastSquares`` feeds them
+chunk by chunk. It is a plain accumulator, not a torchmetrics ``Metric``: nothing here reduces
+across processes, because under DDP every process reads every training row
+(``RegressionDataModule.train_statistics``) and so gets the same bits with no collective call,
+which could hang in a failing run.
 
 Both accumulators reduce to one ``Factor`` (a triangular factor of the design's Gram matrix, the
 projections of the targets and their residual sums of squares), from which come the solve (same
@@ -30,13 +33,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
 import scipy.linalg
 import torch
-from torchmetrics import Metric
 
 from linreg_pl.errors import InputError
 from linreg_pl.scaling import Scaling
@@ -111,17 +112,6 @@ class Accumulator(ABC):
     @abstractmethod
     def factor(self, scaling: Scaling | None = None, fit_intercept: bool = True) -> Factor:
         """The problem in the standardized space of ``scaling`` (identity: original units)."""
-
-    def to_vector(self) -> np.ndarray:
-        """[count, mean, square] flattened: the one tensor a Metric synchronizes across processes."""
-        return np.concatenate([[self.count], self.mean, self.square().ravel()])
-
-    @classmethod
-    def from_vector(cls, n_features: int, vector: np.ndarray) -> Accumulator:
-        width = int(np.sqrt(len(vector)))  # len = 1 + w + w², so floor(sqrt) = w
-        return cls(
-            n_features, int(vector[0]), vector[1 : 1 + width].copy(), vector[1 + width :].reshape(width, width).copy()
-        )
 
     def solve(
         self, scaling: Scaling | None = None, l2: float = 0.0, fit_intercept: bool = True
@@ -403,23 +393,9 @@ def ridge_solve(factor: Factor, penalty: float = 0.0) -> np.ndarray:
     return np.linalg.lstsq(equilibrated, factor.r_xy, rcond=None)[0] / norms[:, None]
 
 
-def merge_vectors(accumulator_type: type[Accumulator], n_features: int, gathered: torch.Tensor) -> torch.Tensor:
-    """The Metric's ``dist_reduce_fx``: merge the packed states of every process (one per row of
-    ``gathered``, in rank order, so that every rank gets the same bits)."""
-    pieces = gathered.detach().cpu().numpy()
-    merged = accumulator_type.from_vector(n_features, pieces[0])
-    for piece in pieces[1:]:
-        merged = merged.merge(accumulator_type.from_vector(n_features, piece))
-    return torch.from_numpy(merged.to_vector()).to(gathered.device)
-
-
-class ExactLeastSquares(Metric):
-    """The exact least-squares accumulator as a torchmetrics Metric: ``update`` with chunks of rows
-    (original units, float64), ``compute`` gives the accumulator merged over every process.
-
-    The whole state is one float64 vector [count, mean, C or R] whose ``dist_reduce_fx`` merges
-    the gathered vectors pairwise; torchmetrics does the gathering, so no collective call lives
-    here. Keep the Metric on the device of the process group's backend (CUDA for NCCL).
+class ExactLeastSquares:
+    """The exact least-squares accumulator fed in chunks: ``update`` with chunks of rows (original
+    units, float64), ``compute`` gives the accumulator of every row given so far.
 
     Parameters
     ----------
@@ -431,34 +407,23 @@ class ExactLeastSquares(Metric):
 
     Examples
     --------
-    >>> metric = ExactLeastSquares(n_features=1, n_targets=1, method="qr")
+    >>> solver = ExactLeastSquares(n_features=1, n_targets=1, method="qr")
     >>> x = np.arange(10.0)[:, None]
-    >>> metric.update(x[:4], 3 * x[:4] - 1)
-    >>> metric.update(x[4:], 3 * x[4:] - 1)
-    >>> weight, bias = metric.compute().solve()
+    >>> solver.update(x[:4], 3 * x[:4] - 1)
+    >>> solver.update(x[4:], 3 * x[4:] - 1)
+    >>> weight, bias = solver.compute().solve()
     >>> np.round(weight, 12).tolist(), np.round(bias, 12).tolist()
     ([[3.0]], [-1.0])
     """
 
-    is_differentiable = False
-    higher_is_better = None
-    full_state_update = False
-
-    def __init__(self, n_features: int, n_targets: int, method: Literal["normal", "qr"] = "normal", **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, n_features: int, n_targets: int, method: Literal["normal", "qr"] = "normal") -> None:
         for name, value in (("n_features", n_features), ("n_targets", n_targets)):
             if not isinstance(value, int) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}.")
         if method not in METHODS:
             raise InputError(f"method must be one of {list(METHODS)}, got {method!r}.")
         self.n_features, self.n_targets, self.method = n_features, n_targets, method
-        self.accumulator_type = ACCUMULATORS[method]
-        empty = self.accumulator_type.empty(n_features, n_targets)
-        self.add_state(
-            "packed",
-            default=torch.from_numpy(empty.to_vector()),
-            dist_reduce_fx=partial(merge_vectors, self.accumulator_type, n_features),
-        )
+        self.accumulated = ACCUMULATORS[method].empty(n_features, n_targets)
 
     def update(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> None:
         """Add rows: x (m, n_features) and y (m, n_targets), float64 in original units."""
@@ -474,15 +439,10 @@ class ExactLeastSquares(Metric):
                 f"x and y must have shapes (m, {self.n_features}) and (m, {self.n_targets}); "
                 f"got {x.shape} and {y.shape}."
             )
-        merged = self.accumulated().merge(self.accumulator_type.of(x, y))
-        self.packed = torch.from_numpy(merged.to_vector()).to(self.packed.device)
-
-    def accumulated(self) -> Accumulator:
-        """This process's rows so far (within ``compute``: every process's rows)."""
-        return self.accumulator_type.from_vector(self.n_features, self.packed.detach().cpu().numpy())
+        self.accumulated = self.accumulated.merge(type(self.accumulated).of(x, y))
 
     def compute(self) -> Accumulator:
-        return self.accumulated()
+        return self.accumulated
 
 
 def _as_float64(array: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -2,9 +2,8 @@
 
 Everything here starts from ``Accumulator.factor`` (a square root of the design's Gram matrix,
 the targets' projections and residual sums of squares), so it works the same from the normal
-equations (``Moments``) and from the streaming QR (``QRFactor``) and, through the Metric, from
-rows spread over many processes. Results are plain JSON-ready values, per target, in original
-units, with statsmodels' conventions (``OLS(y, add_constant(x)).fit()``).
+equations (``Moments``) and from the streaming QR (``QRFactor``). Results are plain JSON-ready
+values, per target, in original units, with statsmodels' conventions (``OLS(y, add_constant(x)).fit()``).
 
 Heteroskedasticity-robust (HC1, HC3) standard errors need each row's residual and leverage,
 which the sufficient statistics do not hold: ``SandwichMeat`` is a second pass over the rows.
@@ -17,8 +16,6 @@ import math
 import numpy as np
 import scipy.linalg
 import scipy.stats
-import torch
-from torchmetrics import Metric
 
 from linreg_pl.errors import InputError
 from linreg_pl.exact.solvers import Accumulator, Factor, ridge_solve
@@ -192,22 +189,17 @@ def meat_sandwich(
     return covariance
 
 
-class SandwichMeat(Metric):
+class SandwichMeat:
     """Second pass over the rows for HC1/HC3 robust standard errors: Σ e_i² z_i z_iᵀ and
     Σ (e_i / (1 - h_i))² z_i z_iᵀ per target, given the first pass's fit.
 
-    ``update`` with the same rows as the first pass (each row once over all processes);
-    ``compute`` sums over processes and returns ``{"hc0": (t, p, p), "hc3": (t, p, p)}`` for
-    ``ols_inference(..., meat=...)``. This costs a second pass over the data: the residual and
-    the leverage of each row are not in the sufficient statistics.
+    ``update`` with the same rows as the first pass, each once; ``compute`` returns
+    ``{"hc0": (t, p, p), "hc3": (t, p, p)}`` for ``ols_inference(..., meat=...)``. This costs a
+    second pass over the data: the residual and the leverage of each row are not in the
+    sufficient statistics. A plain accumulator, as ``ExactLeastSquares``.
     """
 
-    is_differentiable = False
-    higher_is_better = None
-    full_state_update = False
-
-    def __init__(self, accumulator: Accumulator, fit_intercept: bool = True, **kwargs) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, accumulator: Accumulator, fit_intercept: bool = True) -> None:
         d, t = accumulator.n_features, accumulator.n_targets
         factor = accumulator.factor(fit_intercept=fit_intercept)
         self.weight = ridge_solve(factor).T
@@ -216,8 +208,7 @@ class SandwichMeat(Metric):
         self.inverse = coefficient_inverse_gram(factor)
         self.count, self.fit_intercept = accumulator.count, fit_intercept
         width = d + int(fit_intercept)
-        for name in ("hc0", "hc3"):
-            self.add_state(name, default=torch.zeros(t, width, width, dtype=torch.float64), dist_reduce_fx="sum")
+        self.sums = {name: np.zeros((t, width, width)) for name in ("hc0", "hc3")}
 
     def update(self, x: np.ndarray, y: np.ndarray) -> None:
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
@@ -228,12 +219,10 @@ class SandwichMeat(Metric):
         if self.fit_intercept:
             leverage = leverage + 1 / self.count
         for name, weights in (("hc0", residual**2), ("hc3", (residual / (1 - leverage)[:, None]) ** 2)):
-            added = np.stack([(z * weights[:, [j]]).T @ z for j in range(weights.shape[1])])  # BLAS, not einsum
-            state = getattr(self, name)
-            setattr(self, name, state + torch.from_numpy(added).to(state.device))
+            self.sums[name] += np.stack([(z * weights[:, [j]]).T @ z for j in range(weights.shape[1])])  # BLAS
 
     def compute(self) -> dict[str, np.ndarray]:
-        return {"hc0": self.hc0.detach().cpu().numpy(), "hc3": self.hc3.detach().cpu().numpy()}
+        return {name: total.copy() for name, total in self.sums.items()}
 
 
 def ridge_path(accumulator: Accumulator, l2_grid: list[float] | np.ndarray, scaling: Scaling | None = None) -> dict:

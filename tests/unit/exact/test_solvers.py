@@ -1,17 +1,15 @@
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from linreg_pl import Scaling
 from linreg_pl.errors import InputError
-from linreg_pl.exact.solvers import ExactLeastSquares, Moments, QRFactor, exact_least_squares, merge_vectors
-from tests.helpers import free_port, lstsq_with_intercept
+from linreg_pl.exact.solvers import ExactLeastSquares, Moments, QRFactor, exact_least_squares
+from tests.helpers import lstsq_with_intercept
 
 NIST = Path(__file__).resolve().parents[2] / "data" / "nist_strd"  # public domain; see its README
 
@@ -106,44 +104,33 @@ def test_without_intercept(accumulator):
 
 
 @pytest.mark.parametrize("method", ["normal", "qr"])
-def test_metric_updates_in_chunks_equal_one_pass(method):
+def test_solver_updates_in_chunks_equal_one_pass(method):
     x, y = problem(12, n=700, offset=100.0)
-    metric = ExactLeastSquares(4, 2, method=method)
+    solver = ExactLeastSquares(4, 2, method=method)
     for start in range(0, 700, 128):  # numpy chunks and torch chunks alike
         chunk = slice(start, start + 128)
-        metric.update(x[chunk], torch.from_numpy(y[chunk]) if start % 256 else y[chunk])
-    result = metric.compute()
+        solver.update(x[chunk], torch.from_numpy(y[chunk]) if start % 256 else y[chunk])
+    result = solver.compute()
     assert result.method == method and result.count == 700
-    assert metric.packed.dtype == torch.float64
     one_pass = exact_least_squares(x, y, method=method)
     for ours, expected in zip(result.solve(), one_pass, strict=True):
         np.testing.assert_allclose(ours, expected, rtol=1e-11)
 
 
 @pytest.mark.parametrize("method", ["normal", "qr"])
-def test_dist_reduce_fx_merges_gathered_states_like_one_process(method):
-    # What torchmetrics hands the reduction after an all-gather: one packed state per rank, stacked.
+def test_shares_merge_like_one_pass(method):
+    # The shares of several processes, one of them empty, merged in rank order.
     x, y = problem(13, n=900)
-    shares = [slice(0, 250), slice(250, 251), slice(251, 251), slice(251, 900)]  # one rank has no rows
-    states = []
-    for share in shares:
-        metric = ExactLeastSquares(4, 2, method=method)
-        metric.update(x[share], y[share])
-        states.append(metric.packed)
-    accumulator = ExactLeastSquares(4, 2, method=method).accumulator_type
-    merged = accumulator.from_vector(4, merge_vectors(accumulator, 4, torch.stack(states)).numpy())
+    shares = [slice(0, 250), slice(250, 251), slice(251, 251), slice(251, 900)]
+    solvers = [ExactLeastSquares(4, 2, method=method) for _ in shares]
+    for solver, share in zip(solvers, shares, strict=True):
+        solver.update(x[share], y[share])
+    merged = solvers[0].compute()
+    for solver in solvers[1:]:
+        merged = merged.merge(solver.compute())
     assert merged.count == 900
     for ours, expected in zip(merged.solve(), exact_least_squares(x, y), strict=True):
         np.testing.assert_allclose(ours, expected, rtol=1e-10)
-
-
-def test_metric_merge_state_combines_two_metrics():
-    x, y = problem(14, n=300)
-    first, second = ExactLeastSquares(4, 2, method="qr"), ExactLeastSquares(4, 2, method="qr")
-    first.update(x[:100], y[:100])
-    second.update(x[100:], y[100:])
-    first.merge_state(second)
-    np.testing.assert_allclose(first.compute().solve()[0], exact_least_squares(x, y)[0], rtol=1e-10)
 
 
 @pytest.mark.parametrize(
@@ -153,15 +140,15 @@ def test_metric_merge_state_combines_two_metrics():
         ({"n_features": 2, "n_targets": 1, "method": "svd"}, r"method must be one of \['normal', 'qr'\], got 'svd'"),
     ],
 )
-def test_metric_arguments_are_validated(arguments, message):
+def test_solver_arguments_are_validated(arguments, message):
     with pytest.raises(InputError, match=message):
         ExactLeastSquares(**arguments)
 
 
-def test_metric_rejects_chunks_of_the_wrong_shape():
-    metric = ExactLeastSquares(3, 1)
+def test_solver_rejects_chunks_of_the_wrong_shape():
+    solver = ExactLeastSquares(3, 1)
     with pytest.raises(InputError, match=r"shapes \(m, 3\) and \(m, 1\); got \(5, 2\)"):
-        metric.update(np.zeros((5, 2)), np.zeros((5, 1)))
+        solver.update(np.zeros((5, 2)), np.zeros((5, 1)))
 
 
 def nist_sets():
@@ -304,33 +291,3 @@ def test_nist_certified_statistics_from_the_qr_path(answer):
     assert significant_digits(np.array(fit["std_error"]), np.array(certified["parameter_std_errors"])).min() >= 7
     assert significant_digits(fit["residual_std_error"], certified["residual_sd"]) >= 7
     assert significant_digits(fit["f_statistic"], certified["anova"]["f_statistic"]) >= 7
-
-
-def _metric_in_process(rank, world_size, port, method, x, y, queue):
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    metric = ExactLeastSquares(x.shape[1], y.shape[1], method=method)
-    share = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
-    for start in range(share.start, share.stop, 50):  # chunks, as train_chunks yields them
-        metric.update(x[start : min(start + 50, share.stop)], y[start : min(start + 50, share.stop)])
-    merged = metric.compute()
-    queue.put((rank, merged.count, merged.solve()))
-    dist.destroy_process_group()
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["normal", "qr"])
-def test_two_process_metric_equals_one_process(method):
-    x, y = problem(9, n=301, offset=10.0)
-    context = mp.get_context("spawn")
-    queue = context.SimpleQueue()
-    mp.start_processes(_metric_in_process, args=(2, free_port(), method, x, y, queue), nprocs=2, start_method="spawn")
-    results = {rank: (count, solution) for rank, count, solution in (queue.get() for _ in range(2))}
-    expected = exact_least_squares(x, y, method=method)
-    for rank in (0, 1):
-        count, (weight, bias) = results[rank]
-        assert count == 301  # each rank sees every process's rows after compute
-        np.testing.assert_allclose(weight, expected[0], rtol=1e-10)
-        np.testing.assert_allclose(bias, expected[1], rtol=1e-10)

@@ -200,11 +200,11 @@ def test_ridge_path_figure_marks_the_best_l2():
     assert path["best_l2"] in axes.lines[1].get_xdata()
 
 
-def test_metric_result_feeds_inference():
+def test_chunked_solver_result_feeds_inference():
     x, y, features, targets = diabetes()
-    metric = ExactLeastSquares(10, 1, method="qr")
+    solver = ExactLeastSquares(10, 1, method="qr")
     for start in range(0, len(x), 100):
-        metric.update(x[start : start + 100], y[start : start + 100])
+        solver.update(x[start : start + 100], y[start : start + 100])
     reference = statsmodels_fit(x, y[:, 0])
-    inference = ols_inference(metric.compute(), features, targets)
+    inference = ols_inference(solver.compute(), features, targets)
     assert_close(inference["targets"]["progression"]["std_error"], reference.bse)
