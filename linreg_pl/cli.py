@@ -16,7 +16,11 @@ from collections.abc import Callable
 from importlib import import_module
 from pathlib import Path
 
+import yaml
 from jsonargparse import ArgumentError
+
+# Private, and the one way to parse without printing: --print_config waits until the config is final.
+from jsonargparse._actions import _ActionPrintConfig
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
@@ -26,13 +30,13 @@ from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
 from linreg_pl.runtime.checkpoints import check_matches, read_checkpoint, resolve_checkpoint
-from linreg_pl.runtime.class_args import CLASS_OPTIONS, class_layers, reset_flags
 from linreg_pl.runtime.parse_errors import one_line
 from linreg_pl.runtime.runs import run_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 DEFAULT_LESSON = PROJECT_ROOT / "configs" / "d2l.yaml"
+LESSON_SOURCE = yaml.safe_load(DEFAULT_LESSON.read_text())["data"]["source"]["class_path"]
 # What the data module tells the model: its shape, its column names and the fast path's setting.
 LINKED = ("n_features", "n_targets", "feature_names", "target_names", "steps_per_batch")
 
@@ -71,28 +75,21 @@ class LinearRegressionCLI(LightningCLI):
         parser.add_argument(
             "--verbose", type=bool, default=False, help="Show Lightning's own messages (devices, restores, tips)."
         )
+        # The model's default optimizer, named to the parser so that --model.optimizer.lr 0.1 sets its lr.
+        parser.set_defaults({"model.optimizer": "linreg_pl.exact.autosgd.AutoSGD"})
         if self.datamodule_class_for_cli is not None:
             for name in LINKED:
                 parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
-        given = sys.argv[1:] if args is None else list(args)
-        for key in CLASS_OPTIONS:  # a chosen class starts from its own defaults
-            if key != "data.source" or self.datamodule_class_for_cli is not None:
-                first = self.inherited_source() if key == "data.source" else None
-                given += reset_flags(key, class_layers(key, given, self.default_config_files, first))
         try:
-            self.config = parser.parse_args(given)
+            self.config = parser.parse_args(args)
         except ArgumentError as error:
             raise InputError(one_line(str(error))) from None
         # Lightning's info lines (seed, device banners, an advert tip, restores) are not the user's news.
         level = logging.INFO if self.config.verbose else logging.WARNING
         for name in ("lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(level)
-
-    def inherited_source(self) -> dict | None:
-        """A data source set before any config or flag (a checkpoint's), or None."""
-        return None
 
     def before_instantiate_classes(self) -> None:
         trainer = self.config.trainer
@@ -113,14 +110,18 @@ class LinearRegressionCLI(LightningCLI):
 
 class TrainCLI(LinearRegressionCLI):
     """``scripts/train.py``: ``configs/default.yaml`` (the run's machinery) is applied first, from
-    any working directory, then the d2l lesson (``configs/d2l.yaml``) unless a config or flag of the
-    command chooses a data source: another source never inherits a lesson's settings."""
+    any working directory, then the d2l lesson (``configs/d2l.yaml``). When the data source that
+    jsonargparse resolves from every layer (configs, a group config ``--data=FILE``, flags, the
+    environment) is of another class, the command is parsed again without the lesson: a source
+    someone chose gets none of the lesson's settings.
 
-    def __init__(self, args: list[str] | None = None, **kwargs) -> None:
-        given = sys.argv[1:] if args is None else args
-        names_a_source = any(class_path for class_path, _ in class_layers("data.source", list(given)))
-        self.default_config_files = [DEFAULT_CONFIG] if names_a_source else [DEFAULT_CONFIG, DEFAULT_LESSON]
-        super().__init__(args, **kwargs)
+    A class named on top of a config keeps the config's arguments that it also takes
+    (jsonargparse's rule, omni-us/jsonargparse#460): ``--model.optimizer Adam`` on the d2l lesson
+    runs Adam at the lesson's lr 0.03, ``--config make_regression.yaml --data.source
+    SyntheticLinear`` keeps its ``noise`` and ``n_samples``; give those again to change them.
+    """
+
+    default_config_files = [DEFAULT_CONFIG, DEFAULT_LESSON]
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
@@ -132,6 +133,17 @@ class TrainCLI(LinearRegressionCLI):
             help="Resume from this checkpoint; 'last' takes the newest last.ckpt of this experiment.",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        # With the lesson under every layer first: the source jsonargparse resolves from them all says
+        # whether another was chosen. The config is printed (--print_config) only once that is known.
+        with _ActionPrintConfig.skip_print_config():
+            super().parse_arguments(parser, args)
+        if _class_of(self.config.data.source.class_path) is not _class_of(LESSON_SOURCE):
+            parser.default_config_files = [str(DEFAULT_CONFIG)]
+        elif not hasattr(parser, "print_config"):  # set by a --print_config that was held back
+            return
+        super().parse_arguments(parser, args)
+
 
 # Trainer counts that Lightning divides by without checking them first.
 AT_LEAST_ONE = ("check_val_every_n_epoch", "log_every_n_steps", "accumulate_grad_batches")
@@ -139,13 +151,17 @@ AT_LEAST_ONE = ("check_val_every_n_epoch", "log_every_n_steps", "accumulate_grad
 _NEEDS = {ModelCheckpoint: "enable_checkpointing", LearningRateMonitor: "logger"}
 
 
+def _class_of(class_path: str) -> type:
+    module, _, name = class_path.rpartition(".")
+    return getattr(import_module(module), name)
+
+
 def _callbacks_the_run_supports(trainer_config) -> list:
     """The configured callbacks, less those whose prerequisite the run turned off: with
     ``--trainer.enable_checkpointing false`` or ``--trainer.logger false`` the flag wins."""
     kept = []
     for callback in trainer_config.callbacks or []:
-        module, _, name = callback.class_path.rpartition(".")
-        cls = getattr(import_module(module), name)
+        cls = _class_of(callback.class_path)
         if not any(issubclass(cls, kind) and trainer_config[flag] is False for kind, flag in _NEEDS.items()):
             kept.append(callback)
     return kept

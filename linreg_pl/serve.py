@@ -59,11 +59,6 @@ class CheckpointCLI(LinearRegressionCLI):
             parser.set_defaults(self._defaults_from(self.checkpoint))
         super().parse_arguments(parser, args)
 
-    def inherited_source(self) -> dict | None:
-        if not self.restores_data or not hasattr(self, "checkpoint"):
-            return None
-        return (self.checkpoint.get("datamodule_hyper_parameters") or {}).get("source")
-
     def _defaults_from(self, checkpoint: dict) -> dict:
         model = checkpoint.get("hyper_parameters") or {}
         if "n_features" not in model:
