@@ -138,9 +138,11 @@ class TrainCLI(LinearRegressionCLI):
         # whether another was chosen. The config is printed (--print_config) only once that is known.
         with _ActionPrintConfig.skip_print_config():
             super().parse_arguments(parser, args)
+        # A held-back --print_config leaves its request on the parser; the final parse makes it anew.
+        print_requested = vars(parser).pop("print_config", None) is not None
         if _class_of(self.config.data.source.class_path) is not _class_of(LESSON_SOURCE):
             parser.default_config_files = [str(DEFAULT_CONFIG)]
-        elif not hasattr(parser, "print_config"):  # set by a --print_config that was held back
+        elif not print_requested:
             return
         super().parse_arguments(parser, args)
 

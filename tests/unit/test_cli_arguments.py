@@ -167,11 +167,19 @@ def test_a_chosen_optimizer_gets_its_defaults_plus_what_was_given(parse, args, e
             assert optimizer.init_args[name] == value, name
 
 
-@pytest.mark.parametrize("args, max_epochs", [([], 10), (["--data.source=MakeRegression"], 1000)])
-def test_print_config_shows_the_config_the_run_would_use(in_tmp, monkeypatch, capsys, args, max_epochs):
+@pytest.mark.parametrize(
+    "args, source, max_epochs",
+    [
+        ([], "SyntheticLinear", 10),
+        (["--data.source=MakeRegression"], "MakeRegression", 1000),
+        (["--config", str(CONFIGS / "csv.yaml")], "CSVSource", 1000),
+    ],
+)
+def test_print_config_shows_the_whole_config_the_run_would_use(in_tmp, monkeypatch, capsys, args, source, max_epochs):
     monkeypatch.setattr("sys.argv", ["train.py"])
     with pytest.raises(SystemExit):
         ParseOnly([*args, "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["trainer"]["max_epochs"] == max_epochs
-    assert printed["data"]["source"]["class_path"].endswith("MakeRegression" if args else "SyntheticLinear")
+    assert printed["seed_everything"] == 0 and printed["trainer"]["max_epochs"] == max_epochs
+    assert printed["data"]["source"]["class_path"].endswith(source)
+    assert printed["model"]["optimizer"]["class_path"].endswith("SGD" if source == "SyntheticLinear" else "AutoSGD")
