@@ -1,0 +1,11 @@
+"""Tune hyper-parameters with Optuna: ``python scripts/tune.py --tune configs/tune/ridge.yaml --config
+configs/diabetes.yaml [--n_trials N] [--study_name S] [--storage URL] [train flags]``.
+
+Rerunning the same command resumes the study. Needs the ``[tune]`` extra (``pip install 'linreg_pl[tune]'``).
+"""
+
+from linreg_pl.cli import run_command
+from linreg_pl.tune import main
+
+if __name__ == "__main__":
+    run_command(main)
