@@ -61,7 +61,9 @@ class ExportCLI(CheckpointCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_arguments_to_parser(parser)
-        parser.add_argument("--format", type=Literal["onnx", "pt2"], default="onnx", help="onnx, or pt2 (torch.export).")
+        parser.add_argument(
+            "--format", type=Literal["onnx", "pt2"], default="onnx", help="onnx, or pt2 (torch.export)."
+        )
         parser.add_argument("--output", type=str, required=True, help="File to write; replaced only once verified.")
         parser.add_argument(
             "--input",
@@ -99,11 +101,14 @@ def export(args: list[str] | None = None) -> dict:
     got = run(exported, rows.astype(config.dtype))
     error = float(np.max(np.abs(got - expected)) / max(float(np.max(np.abs(expected))), np.finfo(float).tiny))
     if not error <= TOLERANCE[config.dtype]:
-        hint = " use --dtype float64" if config.dtype == "float32" else ""
+        remedy = (
+            "features far from zero relative to their spread lose digits in float32: use --dtype float64"
+            if config.dtype == "float32"
+            else "this checkpoint cannot be exported faithfully"
+        )
         raise InputError(
             f"--format {config.format}: the exported graph differs from the checkpoint by {error:.2g} (relative) on "
-            f"{len(rows)} rows, more than {TOLERANCE[config.dtype]:g};{hint or ' the checkpoint cannot be exported faithfully'}"
-            + (" (features far from zero relative to their spread lose digits in float32)." if hint else ".")
+            f"{len(rows)} rows, more than {TOLERANCE[config.dtype]:g}; {remedy}."
         )
     with atomic_open(config.output) as file:
         file.write(exported)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import socket
 import subprocess
@@ -37,7 +36,6 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import torch
@@ -97,7 +95,9 @@ class SearchSpace:
 
     def check(self, path: Path) -> None:
         if self.metric not in VALIDATION_METRICS:
-            raise InputError(f"{path}: metric={self.metric!r} is not a validation metric; use one of {VALIDATION_METRICS}.")
+            raise InputError(
+                f"{path}: metric={self.metric!r} is not a validation metric; use one of {VALIDATION_METRICS}."
+            )
         if self.direction not in (None, "minimize", "maximize"):
             raise InputError(f"{path}: direction={self.direction!r} must be 'minimize' or 'maximize'.")
         for key, spec in self.params.items():
@@ -200,7 +200,10 @@ def _optuna_object(module, spec, what: str, **extra):
     """A pruner or sampler from ``NAME`` or ``{class: NAME, ...arguments}``."""
     if spec is None:
         return None
-    name, kwargs = (spec, {}) if isinstance(spec, str) else (spec.get("class"), {k: v for k, v in spec.items() if k != "class"})
+    if isinstance(spec, str):
+        name, kwargs = spec, {}
+    else:
+        name, kwargs = spec.get("class"), {k: v for k, v in spec.items() if k != "class"}
     cls = getattr(module, str(name), None)
     if not isinstance(cls, type):
         raise InputError(f"{what}={spec!r}: '{name}' is not a class of {module.__name__}; e.g. {what}: MedianPruner.")
@@ -259,8 +262,9 @@ class Tuner:
             )
         # A seeded sampler is offset by the trials already there, so a resumed study does not
         # repeat the parameters it began with.
-        seed = {"seed": self.space.sampler["seed"] + len(study.trials)} if isinstance(self.space.sampler, dict) and "seed" in self.space.sampler else {}
-        sampler = _optuna_object(optuna.samplers, self.space.sampler, "sampler", **seed)
+        sampler = self.space.sampler
+        seed = {"seed": sampler["seed"] + len(study.trials)} if isinstance(sampler, dict) and "seed" in sampler else {}
+        sampler = _optuna_object(optuna.samplers, sampler, "sampler", **seed)
         if sampler is not None:
             study.sampler = sampler
         return study
@@ -342,7 +346,9 @@ class Tuner:
         ]
         completed = subprocess.run([sys.executable, "-m", "linreg_pl", *args, *reporter])
         if completed.returncode != 0:
-            raise InputError(f"trial {trial.number} ended with exit status {completed.returncode} (its output is above).")
+            raise InputError(
+                f"trial {trial.number} ended with exit status {completed.returncode} (its output is above)."
+            )
         # Pruned under DDP: the ranks stopped early and left the verdict in the storage.
         TrialPruning.of(trial, self.space.metric).pruning.check_pruned()
         running = self.study.get_trials(deepcopy=False, states=(self.optuna.trial.TrialState.RUNNING,))
