@@ -5,8 +5,7 @@ One input ``features`` (batch, n_features), one output ``predictions``, original
 names are in the file's metadata. Needs the ``[export]`` extra (``pip install 'linreg_pl[export]'``).
 """
 
-from linreg_pl.cli import run_command
-from linreg_pl.export import export
+from linreg_pl.commands import export
 
 if __name__ == "__main__":
-    run_command(export)
+    export()

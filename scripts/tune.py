@@ -4,8 +4,7 @@ configs/diabetes.yaml [--n_trials N] [--study_name S] [--storage URL] [train fla
 Rerunning the same command resumes the study. Needs the ``[tune]`` extra (``pip install 'linreg_pl[tune]'``).
 """
 
-from linreg_pl.cli import run_command
-from linreg_pl.tune import main
+from linreg_pl.commands import tune
 
 if __name__ == "__main__":
-    run_command(main)
+    tune()
