@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# The torch the project is tested with (CI pins the same); the CPU indexes serve it as 2.13.0+cpu.
+TORCH_VERSION ?= 2.13.0
 LINT_PATHS := linreg_pl tests scripts benchmarks
 
 .PHONY: train test test-fast lint tensorboard benchmark clean
@@ -15,9 +17,9 @@ $(BIN)/python:
 
 # torch goes in before the package: for the bare `torch` requirement pip takes the default index's
 # build, on Linux the CUDA one (6.2 GB with its libraries, where the CPU build is 1.7 GB). Without
-# nvidia-smi (no NVIDIA GPU) the CPU build comes from PyTorch's CPU index when it answers, and from
-# the default index otherwise (a mirror, offline: where it holds the CPU build). A torch that is
-# already installed (CI installs its pinned one first) stays.
+# nvidia-smi (no NVIDIA GPU) the CPU build of TORCH_VERSION comes from PyTorch's CPU index when it
+# answers, and from the default index otherwise (an offline mirror that holds the CPU build; pinned,
+# since a newer release there may be the CUDA one). A torch already installed (CI's) stays.
 $(VENV)/.torch: | $(BIN)/python
 	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
 		echo "torch $$($(BIN)/python -c 'import torch; print(torch.__version__)') already installed"; \
@@ -25,11 +27,11 @@ $(VENV)/.torch: | $(BIN)/python
 		echo "NVIDIA GPU: torch from the default index"; \
 	elif $(BIN)/python -c "import urllib.request; urllib.request.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=10)" \
 			2>/dev/null; then \
-		echo "no NVIDIA GPU: CPU build of torch from $(TORCH_CPU_INDEX)"; \
-		$(BIN)/python -m pip install --quiet torch --index-url $(TORCH_CPU_INDEX); \
+		echo "no NVIDIA GPU: CPU build of torch $(TORCH_VERSION) from $(TORCH_CPU_INDEX)"; \
+		$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) --index-url $(TORCH_CPU_INDEX); \
 	else \
-		echo "no NVIDIA GPU, $(TORCH_CPU_INDEX) unreachable: torch from the default index"; \
-		$(BIN)/python -m pip install --quiet torch; \
+		echo "no NVIDIA GPU, $(TORCH_CPU_INDEX) unreachable: torch $(TORCH_VERSION) from the default index"; \
+		$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION); \
 	fi
 	touch $@
 

@@ -310,7 +310,7 @@ class Tuner:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         run_dir = self.folder / f"trial_{trial.number}"
-        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
         args = [
             *self.train_args,
             *self.space.suggest(trial),
@@ -433,6 +433,7 @@ def main(args: list[str] | None = None) -> dict:
     parser.add_argument("--study_name", help="default: the search space file's name")
     parser.add_argument("--storage", help="Optuna storage URL; default sqlite:///<experiment folder>/optuna.db")
     options, train_args = parser.parse_known_args(sys.argv[1:] if args is None else args)
+    require_optuna()
     space = SearchSpace.from_file(options.tune)
     tuner = Tuner(space, train_args, options.study_name or Path(options.tune).stem, options.storage)
     return tuner.run(options.n_trials)
