@@ -90,9 +90,8 @@ def export(args: list[str] | None = None) -> dict:
         "output": f"{OUTPUT_NAME}: (batch x {len(targets)}) in the order of target_names, original units",
         "checkpoint": str(cli.checkpoint_path),
     }
+    model.load_state_dict(cli.checkpoint["state_dict"])  # weights and standardization
     rows = _verification_rows(config.input, names, model)
-
-    model.load_state_dict(cli.checkpoint["state_dict"])
     predictor = Predictor(model).to(DTYPES[config.dtype]).eval()
     sample = torch.as_tensor(rows[:2], dtype=DTYPES[config.dtype])  # the batch dimension is dynamic
     to_bytes, run = (_onnx, _run_onnx) if config.format == "onnx" else (_pt2, _run_pt2)
