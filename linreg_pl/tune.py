@@ -41,18 +41,18 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from linreg_pl.cli import TrainCLI, train
 from linreg_pl.errors import InputError
-from linreg_pl.runtime.checkpoints import _is_alive
+from linreg_pl.runtime.checkpoints import process_is_alive
 from linreg_pl.runtime.files import write_text_atomically
 
 INSTALL_HINT = "pip install 'linreg_pl[tune]'"
 VALIDATION_METRICS = ("val/loss", "val/mse", "val/rmse", "val/mae", "val/r2")
 MULTI_PROCESS_STRATEGIES = ("ddp", "fsdp", "deepspeed")
 TRIAL_PRUNING = "linreg_pl.tune.TrialPruning"
-INTERRUPTS = (KeyboardInterrupt, SIGTERMException, SystemExit)
+# Ctrl-C, and SIGTERM: Lightning's SIGTERMException and GracefulStop's Interrupted are SystemExits.
+INTERRUPTS = (KeyboardInterrupt, SystemExit)
 
 
 def require_optuna():
@@ -273,27 +273,33 @@ class Tuner:
         states = (self.optuna.trial.TrialState.COMPLETE, self.optuna.trial.TrialState.PRUNED)
         return len(self.study.get_trials(deepcopy=False, states=states))
 
-    def retry_dead_trials(self) -> list[int]:
-        """Mark failed the running trials of this machine whose process is gone (killed mid-trial)
-        and queue their parameters again; returns their numbers."""
+    def retry_lost_trials(self) -> list[int]:
+        """Queue again the parameters of trials that ended without an answer: those whose process
+        died mid-trial (still running in the storage, on this machine, their process gone: marked
+        failed now) and those stopped by Ctrl-C or SIGTERM. Each is retried once; returns their numbers."""
         TrialState = self.optuna.trial.TrialState
-        host, dead = socket.gethostname(), []
-        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        trials = self.study.get_trials(deepcopy=False)
+        retried = {t.user_attrs.get("retry_of") for t in trials}
+        host, lost = socket.gethostname(), []
+        for trial in trials:
             pid = trial.user_attrs.get("pid")
-            if trial.user_attrs.get("host") != host or pid is None or _is_alive(pid):
-                continue  # another machine's, or still running: its own process finishes it
-            self.study.tell(trial.number, state=TrialState.FAIL)
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            dead.append(trial.number)
-        return dead
+            dead = trial.state == TrialState.RUNNING and trial.user_attrs.get("host") == host and pid is not None
+            dead = dead and not process_is_alive(pid)  # another machine's, or alive: its own process finishes it
+            interrupted = trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted")
+            if (dead or interrupted) and trial.number not in retried:
+                if dead:
+                    self.study.tell(trial.number, state=TrialState.FAIL)
+                self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+                lost.append(trial.number)
+        return lost
 
     def run(self, n_trials: int) -> dict:
         """Run trials until ``n_trials`` have finished in the study; write the best config and the
         figures; returns a short summary."""
         if n_trials < 1:
             raise InputError(f"--n_trials={n_trials} must be >= 1.")
-        if retried := self.retry_dead_trials():
-            print(f"trial(s) {retried} died mid-run (process gone): marked failed and queued again")
+        if retried := self.retry_lost_trials():
+            print(f"trial(s) {retried} stopped mid-run (killed or interrupted): queued again")
         failed_at_start = self._count_failed()
         while (remaining := n_trials - self.finished()) > 0:
             if self._count_failed() - failed_at_start >= n_trials:
@@ -325,8 +331,8 @@ class Tuner:
                 train(args, callbacks=[pruning])
                 score = pruning.score
         except INTERRUPTS:
-            # Stopped by the user, not by its parameters: queue them again for the next run.
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            # Stopped by the user, not by its parameters: the next run tries them again.
+            trial.set_user_attr("interrupted", True)
             raise
         if score is None:
             raise InputError(

@@ -54,7 +54,7 @@ def test_a_study_killed_mid_trial_resumes_to_n_complete_trials_and_its_best_conf
 
     rerun = subprocess.run(script_command("tune.py", *TUNE), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "trial(s) [2] died mid-run" in rerun.stdout
+    assert "trial(s) [2] stopped mid-run" in rerun.stdout
     trials = optuna.load_study(study_name="ridge", storage=storage).trials
     assert [t.state for t in trials].count(TrialState.COMPLETE) == 3  # the same study, not 3 new trials
     assert trials[2].state == TrialState.FAIL

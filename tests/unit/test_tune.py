@@ -82,26 +82,32 @@ def test_trials_of_several_processes_are_recognized(flags, expected):
     assert needs_processes(resolved_config(["--config", str(CONFIGS / "line.yaml"), *flags]).trainer) is expected
 
 
-def test_a_trial_whose_process_died_is_failed_and_queued_again_once(in_tmp):
+def test_trials_killed_or_interrupted_are_queued_again_once_and_failed_ones_are_not(in_tmp):
     tuner = Tuner(SearchSpace.from_file(CONFIGS / "tune" / "ridge.yaml"), ["--config", str(CONFIGS / "line.yaml")], "s")
     assert tuner.storage == f"sqlite:///{in_tmp / 'logs' / 'line' / 'optuna.db'}"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     trials = {}
-    for name, pid in (("dead", dead.pid), ("alive", None)):
+    for name in ("killed", "alive", "interrupted", "diverged"):
         trial = tuner.study.ask()
         trial.suggest_float("model.l2", 1e-5, 10.0, log=True)
         trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", pid or os.getpid())
+        trial.set_user_attr("pid", dead.pid if name == "killed" else os.getpid())
+        if name == "interrupted":
+            trial.set_user_attr("interrupted", True)
+        if name in ("interrupted", "diverged"):
+            tuner.study.tell(trial, state=TrialState.FAIL)
         trials[name] = trial
-    assert tuner.retry_dead_trials() == [trials["dead"].number]
-    assert tuner.retry_dead_trials() == []  # already failed: not queued twice
+    lost = [trials["killed"].number, trials["interrupted"].number]
+    assert tuner.retry_lost_trials() == lost
+    assert tuner.retry_lost_trials() == []  # queued once, not at every rerun
     by_number = {t.number: t for t in tuner.study.get_trials()}
-    assert by_number[trials["dead"].number].state == TrialState.FAIL
-    assert by_number[trials["alive"].number].state == TrialState.RUNNING
-    retry = tuner.study.ask()  # the queued trial comes first, with the dead one's values
-    assert retry.suggest_float("model.l2", 1e-5, 10.0, log=True) == trials["dead"].params["model.l2"]
-    assert retry.user_attrs == {"retry_of": trials["dead"].number}
+    assert by_number[trials["killed"].number].state == TrialState.FAIL
+    assert by_number[trials["alive"].number].state == TrialState.RUNNING  # its process will finish it
+    for number in lost:  # the queued trials come first, with the lost ones' values
+        retry = tuner.study.ask()
+        assert retry.suggest_float("model.l2", 1e-5, 10.0, log=True) == by_number[number].params["model.l2"]
+        assert retry.user_attrs == {"retry_of": number}
 
 
 def test_without_optuna_the_error_names_the_extra(monkeypatch, capsys):
