@@ -420,7 +420,7 @@ class Tuner:
         for name, plot in plots.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", self.optuna.exceptions.ExperimentalWarning)
-                figure = plot(self.study).figure
+                figure = plot(self.study, target_name=self.space.metric).figure
             path = self.folder / f"{name}.png"
             figure.savefig(path, dpi=100, bbox_inches="tight")
             plt.close(figure)
