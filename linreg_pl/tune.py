@@ -35,8 +35,10 @@ import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
+from functools import reduce
 from pathlib import Path
 
+import jsonargparse
 import lightning as L
 import torch
 import yaml
@@ -323,6 +325,7 @@ class Tuner:
             f"--trainer.logger.init_args.name={self.experiment_name}/{self.study_name}",
             f"--trainer.logger.init_args.version=trial_{trial.number}",
         ]
+        trial.set_user_attr("args", args)
         try:
             if needs_processes(resolved_config(args).trainer):
                 score = self._in_subprocesses(trial, args)
@@ -393,6 +396,12 @@ class Tuner:
             c for c in config["trainer"].get("callbacks") or [] if c.get("class_path") != TRIAL_PRUNING
         ]
         config.pop("ckpt_path", None)
+        # A run saves a path as it was given, relative to the config file that named it; best.yaml
+        # lives elsewhere, so each path becomes absolute.
+        for key, value in resolved_config(best.user_attrs["args"]).items():
+            if isinstance(value, jsonargparse.Path):
+                *parents, name = key.split(".")
+                reduce(lambda node, part: node[part], parents, config)[name] = value.absolute
         header = (
             f"# Best of study '{self.study_name}' ({self.storage}): trial {best.number}, "
             f"{self.space.metric} = {best.value!r}\n# with {best.params}. Reproduce: python scripts/train.py --config "

@@ -118,3 +118,17 @@ def test_without_optuna_the_error_names_the_extra(monkeypatch, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: tuning needs Optuna (optuna is not installed): pip install 'linreg_pl[tune]'"
     ]
+
+
+def test_the_best_config_of_a_csv_study_names_its_data_from_anywhere(in_tmp, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["tune.py"])  # pytest's own flags are not the trials'
+    summary = main(
+        ["--tune", str(CONFIGS / "tune" / "ridge.yaml"), "--config", str(CONFIGS / "csv.yaml"), "--n_trials=1"]
+    )
+    best = in_tmp / "logs" / "csv" / "ridge" / "best.yaml"
+    assert summary["config"] == str(best.relative_to(in_tmp)) and summary["best_trial"] == 0
+    # The CSV was named relative to configs/csv.yaml; best.yaml is elsewhere and still finds it.
+    config = resolved_config(["--config", str(best)])
+    assert config.data.source.init_args.path.absolute == str(CONFIGS / "example.csv")
+    assert config.model.l2 == summary["params"]["model.l2"]
+    assert config.trainer.logger.init_args.version is None  # a new run, not trial_0's directory
