@@ -56,6 +56,23 @@ def test_onnx_runtime_predicts_what_predict_py_does_by_feature_name(csv_run, shu
     assert {p.key for p in onnx.load("model.onnx").metadata_props} >= {"feature_names", "target_names"}
 
 
+def test_a_nonlinear_net_exports_the_same_way(train_run, shuffled_csv):
+    # The export is the model's forward, whatever the network: here an MLP between the scalings.
+    run = train_run(
+        "--config",
+        str(CONFIGS / "csv.yaml"),
+        "--model.net=linreg_pl.nets.MLP",
+        "--model.optimizer=Adam",
+        "--model.optimizer.lr=0.01",
+        "--trainer.max_epochs=10",
+    )
+    export(["--ckpt_path", run["run_dir"], "--output", "mlp.onnx"])
+    session = onnxruntime.InferenceSession("mlp.onnx", providers=["CPUExecutionProvider"])
+    x = pd.read_csv(shuffled_csv)[["area_m2", "rooms", "age_years"]].to_numpy(np.float32)
+    expected = predicted_by_predict_py(run["run_dir"], shuffled_csv)
+    np.testing.assert_allclose(session.run(None, {"features": x})[0], expected, rtol=1e-5)
+
+
 def test_a_pt2_program_predicts_what_predict_py_does(csv_run, shuffled_csv):
     export(["--ckpt_path", csv_run["checkpoints"]["last"], "--format", "pt2", "--output", "model.pt2"])
     extra = {"metadata.json": ""}
