@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from linreg_pl.callbacks import not_linear
 from linreg_pl.callbacks.plots import ridge_path_figure
 from linreg_pl.data.streaming import MAX_MATERIALIZED_ROWS
 from linreg_pl.datamodule import RegressionDataModule
@@ -38,7 +39,8 @@ class RunReport(Callback):
     testing ends (rank 0): learned, least-squares and true parameters side by side, the train loss
     against the exact optimum, the test metrics and the checkpoints; for real data also the
     least-squares inference (standard errors, t, p, intervals, R², F, AIC/BIC) and the closed-form
-    ridge (GCV) curve. ``summary`` keeps the dict. Configured with ``--report.*``.
+    ridge (GCV) curve. ``summary`` keeps the dict. Configured with ``--report.*``. A network other
+    than the linear head has no coefficients: its report keeps the test metrics alone.
 
     Parameters
     ----------
@@ -79,6 +81,7 @@ class RunReport(Callback):
         if not isinstance(datamodule, RegressionDataModule) or trainer.state.fn != "test" or trainer.sanity_checking:
             return
         test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        not_linear(trainer, pl_module, "the coefficient table and least-squares reference")
         self.summary = summarize(
             trainer, pl_module, datamodule, test_metrics, time.perf_counter() - self._start, self.method
         )
@@ -116,7 +119,8 @@ def summarize(
     method: str = "normal",
 ) -> dict:
     """Everything a user checks after a run, as plain JSON-ready values."""
-    weight, bias = model.learned_parameters()
+    linear = model.linear is not None
+    weight, bias = model.learned_parameters() if linear else (None, None)
     table = datamodule.table
     checkpoint = trainer.checkpoint_callback
     last = last_checkpoint_path(trainer)
@@ -130,7 +134,7 @@ def summarize(
             "features": bool(datamodule.standardize_features),
             "target": bool(datamodule.standardize_target),
         },
-        "learned": {"weight": weight.tolist(), "bias": bias.tolist()},
+        "learned": {"weight": weight.tolist(), "bias": bias.tolist()} if linear else None,
         "true": None,
         "test_metrics": {k: _json_number(v) for k, v in sorted(test_metrics.items())},
         "test_by_target": _test_by_target(model, datamodule),
@@ -143,8 +147,8 @@ def summarize(
         },
         "run_dir": _run_dir(trainer),
     }
-    summary["exact"] = exact_reference(model, datamodule, method)
-    if table.true_weight is not None:
+    summary["exact"] = exact_reference(model, datamodule, method) if linear else None
+    if table.true_weight is not None and linear:
         summary["true"] = {"weight": table.true_weight.tolist(), "bias": table.true_bias.tolist()}
         summary["max_abs_error_vs_true"] = float(
             max(np.abs(weight - table.true_weight).max(), np.abs(bias - table.true_bias).max())
@@ -273,19 +277,8 @@ def format_report(summary: dict) -> str:
         f"trained {summary['epochs']} epochs, {summary['steps']} steps in {summary['wall_time_s']:.1f} s",
         "",
     ]
-    columns = [("learned", summary["learned"])]
-    if summary["exact"]:
-        columns.append(("least squares", summary["exact"]))
-    if summary["true"]:
-        columns.append(("true", summary["true"]))
-    lines.append(f"{'parameter':<28}" + "".join(f"{name:>15}" for name, _ in columns))
-    for t, target in enumerate(summary["targets"]):
-        prefix = f"{target}: " if len(summary["targets"]) > 1 else ""
-        for f, feature in enumerate(summary["features"]):
-            values = "".join(f"{p['weight'][t][f]:>15.7g}" for _, p in columns)
-            lines.append(f"{prefix + 'w[' + feature + ']':<28}{values}")
-        lines.append(f"{prefix + 'b':<28}" + "".join(f"{p['bias'][t]:>15.7g}" for _, p in columns))
-    lines.append("")
+    if summary["learned"]:
+        lines += _coefficient_table(summary)
     if exact := summary["exact"]:
         lines.append(_gap_line(exact, summary["standardized"]["target"]))
     if "max_abs_error_vs_true" in summary:
@@ -304,6 +297,22 @@ def format_report(summary: dict) -> str:
         lines.append(f"trained model {summary['checkpoints']['last']}")
     lines.append(summary["run_dir"] or "(no run directory: logging is off)")
     return "\n".join(lines)
+
+
+def _coefficient_table(summary: dict) -> list[str]:
+    columns = [("learned", summary["learned"])]
+    if summary["exact"]:
+        columns.append(("least squares", summary["exact"]))
+    if summary["true"]:
+        columns.append(("true", summary["true"]))
+    lines = [f"{'parameter':<28}" + "".join(f"{name:>15}" for name, _ in columns)]
+    for t, target in enumerate(summary["targets"]):
+        prefix = f"{target}: " if len(summary["targets"]) > 1 else ""
+        for f, feature in enumerate(summary["features"]):
+            values = "".join(f"{p['weight'][t][f]:>15.7g}" for _, p in columns)
+            lines.append(f"{prefix + 'w[' + feature + ']':<28}{values}")
+        lines.append(f"{prefix + 'b':<28}" + "".join(f"{p['bias'][t]:>15.7g}" for _, p in columns))
+    return [*lines, ""]
 
 
 def _number(value: float | None) -> str:
