@@ -123,7 +123,8 @@ class LinearRegression(L.LightningModule):
         self._train_rows = 0
         self._make_optimizer()  # a bad optimizer config fails here, before any run directory exists
 
-    def metric_collection(self, num_outputs: int = 1) -> MetricCollection:
+    @classmethod
+    def metric_collection(cls, num_outputs: int = 1) -> MetricCollection:
         """The run's metrics, defined once: logged per epoch (``val/*``, ``test/*``), and the numbers
         of the report, ``scripts/evaluate.py`` and the HPARAMS tab; a metric added here shows in all.
         Pooled over the targets, or one value per target for ``num_outputs`` > 1. In float64: a

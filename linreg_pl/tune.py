@@ -46,11 +46,11 @@ from lightning.pytorch.callbacks import Callback
 
 from linreg_pl.cli import TrainCLI, train
 from linreg_pl.errors import InputError
+from linreg_pl.model import LinearRegression
 from linreg_pl.runtime.checkpoints import process_is_alive
 from linreg_pl.runtime.files import write_text_atomically
 
 INSTALL_HINT = "pip install 'linreg_pl[tune]'"
-VALIDATION_METRICS = ("val/loss", "val/mse", "val/rmse", "val/mae", "val/r2")
 MULTI_PROCESS_STRATEGIES = ("ddp", "fsdp", "deepspeed")
 TRIAL_PRUNING = "linreg_pl.tune.TrialPruning"
 # Ctrl-C, and SIGTERM: Lightning's SIGTERMException and GracefulStop's Interrupted are SystemExits.
@@ -96,10 +96,9 @@ class SearchSpace:
         return space
 
     def check(self, path: Path) -> None:
-        if self.metric not in VALIDATION_METRICS:
-            raise InputError(
-                f"{path}: metric={self.metric!r} is not a validation metric; use one of {VALIDATION_METRICS}."
-            )
+        logged = ("val/loss", *(f"val/{name}" for name in LinearRegression.metric_collection()))
+        if self.metric not in logged:
+            raise InputError(f"{path}: metric={self.metric!r} is not a validation metric; use one of {logged}.")
         if self.direction not in (None, "minimize", "maximize"):
             raise InputError(f"{path}: direction={self.direction!r} must be 'minimize' or 'maximize'.")
         for key, spec in self.params.items():

@@ -175,16 +175,17 @@ def test_a_metric_added_to_the_model_shows_in_the_log_report_hparams_and_evaluat
     from torchmetrics import ExplainedVariance
 
     from linreg_pl.serve import evaluate
+    from linreg_pl.tune import SearchSpace
 
     defined = LinearRegression.metric_collection
 
-    def with_explained_variance(self, num_outputs=1):
-        metrics = defined(self, num_outputs)
+    def with_explained_variance(cls, num_outputs=1):
+        metrics = defined(num_outputs)
         per_target = "raw_values" if num_outputs > 1 else "uniform_average"
         metrics.add_metrics({"explained_variance": ExplainedVariance(multioutput=per_target)})
         return metrics.set_dtype(torch.float64)
 
-    monkeypatch.setattr(LinearRegression, "metric_collection", with_explained_variance)
+    monkeypatch.setattr(LinearRegression, "metric_collection", classmethod(with_explained_variance))
     summary = train_run("--config", str(CONFIGS / "linnerud.yaml"), "--trainer.max_epochs=2")
     assert "test/explained_variance" in summary["test_metrics"]  # logged, and in summary.json
     assert all("explained_variance" in values for values in summary["test_by_target"].values())  # the report
@@ -195,6 +196,9 @@ def test_a_metric_added_to_the_model_shows_in_the_log_report_hparams_and_evaluat
     tags = {m.name.tag for m in plugin_data_pb2.HParamsPluginData.FromString(content).experiment.metric_infos}
     assert "test/explained_variance" in tags
     result = evaluate(["--ckpt_path", summary["checkpoints"]["last"], "--output", "eval.json"])
+    space = in_tmp / "space.yaml"  # and a tuning study may optimize it
+    space.write_text("params: {model.l2: {low: 1.0e-6, high: 1.0}}\nmetric: val/explained_variance\n")
+    assert SearchSpace.from_file(space).metric == "val/explained_variance"
     x, y = TEST_SPLITS["linnerud.yaml"]().arrays("test")
     predicted = x @ np.array(summary["learned"]["weight"]).T + np.array(summary["learned"]["bias"])
     assert result["explained_variance"] == pytest.approx(explained_variance_score(y, predicted), rel=1e-9)
