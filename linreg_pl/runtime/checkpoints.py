@@ -95,13 +95,13 @@ def remove_stale_partials(directory: str | os.PathLike) -> list[Path]:
     removed = []
     for partial in Path(directory).glob(f".*{PARTIAL_SUFFIX}"):
         pid = partial.name[: -len(PARTIAL_SUFFIX)].rpartition(".")[2]
-        if pid.isdigit() and not _is_alive(int(pid)):
+        if pid.isdigit() and not process_is_alive(int(pid)):
             partial.unlink(missing_ok=True)
             removed.append(partial)
     return removed
 
 
-def _is_alive(pid: int) -> bool:
+def process_is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)  # signal 0: only checks that the process exists
     except ProcessLookupError:
