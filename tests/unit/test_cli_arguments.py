@@ -8,7 +8,15 @@ import json
 import pytest
 import yaml
 
-from linreg_pl import CSVSource, MakeRegression, ParquetSource, Points, SklearnDataset, SyntheticLinear
+from linreg_pl import (
+    CSVSource,
+    MakeRegression,
+    ParquetSource,
+    Points,
+    SklearnDataset,
+    SyntheticCurve,
+    SyntheticLinear,
+)
 from linreg_pl.cli import TrainCLI
 from tests.helpers import CONFIGS
 
@@ -17,6 +25,7 @@ GIVEN = {
     SyntheticLinear: {"weight": [1.5], "noise": 0.5},
     Points: {"x": [1.0, 2.0, 3.0], "y": [2.0, 4.0, 7.0]},
     MakeRegression: {"noise": 20.0},
+    SyntheticCurve: {"noise": 0.2},  # shares n_samples, low, high and seed with the lesson's SyntheticLinear
     SklearnDataset: {"name": "linnerud"},
     CSVSource: {"path": str(CONFIGS / "example.csv"), "target": "price_k"},
     ParquetSource: {"path": str(CONFIGS / "example_parquet"), "target": "y"},
