@@ -130,15 +130,16 @@ class LinearRegression(L.LightningModule):
         Pooled over the targets, or one value per target for ``num_outputs`` > 1. In float64: a
         float32 sum of squared errors loses digits over a large split."""
         per_target = "raw_values" if num_outputs > 1 else "uniform_average"
-        metrics = MetricCollection(
-            {
-                "mse": MeanSquaredError(num_outputs=num_outputs),
-                "rmse": MeanSquaredError(squared=False, num_outputs=num_outputs),
-                "mae": MeanAbsoluteError(num_outputs=num_outputs),
-                "r2": R2(multioutput=per_target),
-            }
-        )
-        return metrics.set_dtype(torch.float64)
+        metrics = {
+            "mse": MeanSquaredError(num_outputs=num_outputs),
+            "rmse": MeanSquaredError(squared=False, num_outputs=num_outputs),
+            "mae": MeanAbsoluteError(num_outputs=num_outputs),
+            "r2": R2(multioutput=per_target),
+        }
+        collection = MetricCollection({})
+        for name, metric in metrics.items():  # one at a time: a whole dict would be sorted by name
+            collection.add_metrics({name: metric})
+        return collection.set_dtype(torch.float64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions in original units for features in original units."""
