@@ -14,7 +14,15 @@ from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
 
 from linreg_pl.callbacks.monitors import is_logged_step, tensorboard_logger
-from linreg_pl.callbacks.plots import fit_figure, landscape_figure, line_limits, pixels, prediction_figure, write_gif
+from linreg_pl.callbacks.plots import (
+    fit_figure,
+    fit_frames,
+    landscape_figure,
+    line_limits,
+    prediction_figure,
+    prediction_frames,
+    write_gif,
+)
 from linreg_pl.data.streaming import MAX_MATERIALIZED_ROWS
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
@@ -56,6 +64,9 @@ class FitFigures(Callback):
     For one target and one or two features it also draws the loss landscape with the optimizer's
     path (tag ``landscape``, ``landscape.png``), recording the parameters at every logged step.
 
+    Training only records the parameters at the snapshot steps; the frames are drawn when training
+    ends (or is interrupted), the data and axes once for all of them.
+
     Parameters
     ----------
     n_snapshots : int
@@ -72,8 +83,8 @@ class FitFigures(Callback):
         self.n_snapshots, self.gif_fps = n_snapshots, gif_fps
         self.active = False
         self.steps, self.next_index, self.total_steps = np.zeros(0, np.int64), 0, 0
-        self.snapshot_steps: list[int] = []
-        self.frames: list[np.ndarray] = []  # the rendered snapshots, for the GIF
+        # The snapshots taken so far: (step, weight, bias) in original units, drawn at the end.
+        self.snapshots: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.path: list[np.ndarray] | None = None
 
     def on_train_start(self, trainer, pl_module: LinearRegression) -> None:
@@ -93,7 +104,7 @@ class FitFigures(Callback):
         self.total_steps = min(total, trainer.max_steps) if trainer.max_steps > 0 else total
         self.steps = snapshot_steps(self.total_steps, self.n_snapshots)
         self.next_index = 0
-        self.snapshot_steps, self.frames = [], []
+        self.snapshots = []
         self.splits = drawn_splits(datamodule)
         # One target axis for every frame, holding the data and the initial line.
         self.y_limits = (
@@ -112,18 +123,16 @@ class FitFigures(Callback):
             self.path.append(_flat_parameters(pl_module))
 
     def on_train_end(self, trainer, pl_module: LinearRegression) -> None:
-        if not self.active or not self.frames:
+        if not self.active or not self.snapshots:
             return
-        if self.snapshot_steps[-1] != trainer.global_step:  # stopped early, or between scheduled steps
+        if self.snapshots[-1][0] != trainer.global_step:  # stopped early, or between scheduled steps
             self._take(trainer, pl_module)
+        self._draw_snapshots(trainer)
         logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
-        run_dir = Path(logger.log_dir)
-        write_gif(run_dir / "fit.gif", self.frames, fps=self.gif_fps)
-        self.frames = []
         if self.path is not None and len(self.path) > 1:
             figure = draw_landscape(datamodule, np.array(self.path))
             logger.experiment.add_figure("landscape", figure, trainer.global_step, close=False)
-            save_png(figure, run_dir / "landscape.png")
+            save_png(figure, Path(logger.log_dir) / "landscape.png")
 
     def on_test_end(self, trainer, pl_module: LinearRegression) -> None:
         logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
@@ -135,20 +144,38 @@ class FitFigures(Callback):
         logger.experiment.add_figure("fit/tested", figure, trainer.global_step, close=False)
         save_png(figure, Path(logger.log_dir) / "fit.png")
 
+    def on_exception(self, trainer, pl_module: LinearRegression, exception: BaseException) -> None:
+        # An interrupted run keeps the snapshots it reached in TensorBoard, as it did when they were
+        # drawn during training.
+        if self.active and self.snapshots:
+            self._draw_snapshots(trainer, gif=False)
+
     def _take(self, trainer: L.Trainer, model: LinearRegression) -> None:
-        """Draw the fit at this step into TensorBoard and keep the parameters for the GIF."""
+        """Record the parameters at this step: a snapshot, drawn when training ends."""
         step = trainer.global_step
         weight, bias = model.learned_parameters()
         if self.path is not None:
             self.path.append(np.concatenate([weight[0], bias]))
-        figure = draw_fit(self.splits, trainer.datamodule, weight, bias, self._title(step), y_limits=self.y_limits)
-        frame = pixels(figure)
-        plt.close(figure)
-        tensorboard_logger(trainer).experiment.add_image("fit", frame, step, dataformats="HWC")
-        self.snapshot_steps.append(step)
-        self.frames.append(frame)
+        self.snapshots.append((step, weight, bias))
         while self.next_index < len(self.steps) and self.steps[self.next_index] <= step:
             self.next_index += 1
+
+    def _draw_snapshots(self, trainer: L.Trainer, gif: bool = True) -> None:
+        """The recorded snapshots as TensorBoard images at their steps, and as fit.gif."""
+        snapshots, self.snapshots = self.snapshots, []
+        steps = [step for step, _, _ in snapshots]
+        frames = snapshot_frames(
+            self.splits,
+            trainer.datamodule,
+            [(weight, bias) for _, weight, bias in snapshots],
+            [self._title(step) for step in steps],
+            self.y_limits,
+        )
+        logger = tensorboard_logger(trainer)
+        for step, frame in zip(steps, frames, strict=True):
+            logger.experiment.add_image("fit", frame, step, dataformats="HWC")
+        if gif:
+            write_gif(Path(logger.log_dir) / "fit.gif", frames, fps=self.gif_fps)
 
     def _title(self, step: int) -> str:
         total = f" of {self.total_steps}" if math.isfinite(self.total_steps) else ""
@@ -188,6 +215,22 @@ def draw_fit(
         return fit_figure(splits, weight, bias, *names, true, title, figure, y_limits)
     predictions = {label: (y, x @ weight.T + bias) for label, (x, y) in splits.items()}
     return prediction_figure(predictions, table.target_names, title, figure)
+
+
+def snapshot_frames(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    datamodule: RegressionDataModule,
+    parameters: list[tuple[np.ndarray, np.ndarray]],
+    titles: list[str],
+    y_limits: tuple[float, float] | None = None,
+) -> list[np.ndarray]:
+    """``draw_fit`` for each (weight, bias) of ``parameters``, as RGB frames drawn on one figure."""
+    table = datamodule.table
+    if datamodule.n_features == 1 and datamodule.n_targets == 1:
+        true = (table.true_weight, table.true_bias) if table.true_weight is not None else None
+        names = table.feature_names[0], table.target_names[0]
+        return fit_frames(splits, parameters, titles, *names, true, y_limits)
+    return prediction_frames(splits, parameters, table.target_names, titles)
 
 
 def draw_landscape(datamodule: RegressionDataModule, path: np.ndarray) -> Figure:
