@@ -18,13 +18,14 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 train: $(STAMP)
 	$(BIN)/python scripts/train.py $(ARGS)
 
-# The contract: every test, the slow ones (real subprocess runs: DDP, signals, resume) included.
+# The contract: every test, the slow ones (real subprocess runs: DDP, signals, resume) included,
+# spread over one worker per core (pytest-xdist).
 test: $(STAMP)
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto $(ARGS)
 
 # For development: the same suite without the slow tests.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -n auto -m "not slow" $(ARGS)
 
 tensorboard: $(STAMP)
 	$(BIN)/tensorboard --logdir logs --host 127.0.0.1 --samples_per_plugin images=100

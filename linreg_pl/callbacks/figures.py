@@ -11,7 +11,9 @@ import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
+from PIL import Image
 
 from linreg_pl.callbacks.monitors import is_logged_step, tensorboard_logger
 from linreg_pl.callbacks.plots import (
@@ -131,8 +133,7 @@ class FitFigures(Callback):
         logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
         if self.path is not None and len(self.path) > 1:
             figure = draw_landscape(datamodule, np.array(self.path))
-            logger.experiment.add_figure("landscape", figure, trainer.global_step, close=False)
-            save_png(figure, Path(logger.log_dir) / "landscape.png")
+            log_figure(logger, "landscape", figure, trainer.global_step, Path(logger.log_dir) / "landscape.png")
 
     def on_test_end(self, trainer, pl_module: LinearRegression) -> None:
         logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
@@ -141,8 +142,7 @@ class FitFigures(Callback):
         if max(datamodule.split_sizes.values()) > MAX_MATERIALIZED_ROWS:
             return
         figure = draw_fit(drawn_splits(datamodule), datamodule, *pl_module.learned_parameters(), "tested model")
-        logger.experiment.add_figure("fit/tested", figure, trainer.global_step, close=False)
-        save_png(figure, Path(logger.log_dir) / "fit.png")
+        log_figure(logger, "fit/tested", figure, trainer.global_step, Path(logger.log_dir) / "fit.png")
 
     def on_exception(self, trainer, pl_module: LinearRegression, exception: BaseException) -> None:
         # An interrupted run keeps the snapshots it reached in TensorBoard, as it did when they were
@@ -249,10 +249,14 @@ def draw_landscape(datamodule: RegressionDataModule, path: np.ndarray) -> Figure
     )
 
 
-def save_png(figure: Figure, path: Path) -> None:
-    """Save and close ``figure``, atomically."""
+def log_figure(logger: TensorBoardLogger, tag: str, figure: Figure, step: int, path: Path) -> None:
+    """Show ``figure`` in TensorBoard's IMAGES as ``tag`` and save it as the PNG ``path``, drawn
+    once for both, then close it."""
+    figure.canvas.draw()
+    frame = np.asarray(figure.canvas.buffer_rgba())[..., :3]
+    logger.experiment.add_image(tag, frame, step, dataformats="HWC")
     with atomic_open(path) as file:
-        figure.savefig(file, format="png", dpi=100)
+        Image.fromarray(frame).save(file, format="PNG")
     plt.close(figure)
 
 
