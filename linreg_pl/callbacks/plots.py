@@ -8,6 +8,7 @@ so the snapshots of one run share their axes and the line visibly moves between 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -153,19 +154,20 @@ def prediction_frames(
 
 def _frames(figure: Figure, moving: list, show, count: int) -> list[np.ndarray]:
     """Render ``count`` frames of ``figure``: ``show(i)`` moves the ``moving`` artists to frame i
-    and returns what else it changed (axis limits) or None. The rest is drawn once and copied;
-    only the moving artists are drawn per frame (milliseconds, where a full draw takes ~0.1 s)."""
+    and returns what else it changed (axis limits) or None. The rest is drawn once per distinct
+    return value and copied; only the moving artists are drawn per frame (milliseconds, where a
+    full draw takes ~0.1 s)."""
     canvas = figure.canvas
     for artist in moving:
         artist.set_animated(True)
-    frames, background, drawn_for = [], None, object()
+    frames, backgrounds = [], {}
     for index in range(count):
         static = show(index)
-        if background is None or static != drawn_for:  # the axes changed: draw them again
+        if static in backgrounds:
+            canvas.restore_region(backgrounds[static])
+        else:  # axes not drawn yet
             canvas.draw()
-            background, drawn_for = canvas.copy_from_bbox(figure.bbox), static
-        else:
-            canvas.restore_region(background)
+            backgrounds[static] = canvas.copy_from_bbox(figure.bbox)
         for artist in moving:
             figure.draw_artist(artist)
         frames.append(np.asarray(canvas.buffer_rgba())[..., :3].copy())
@@ -354,10 +356,21 @@ def write_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float = 4.0, 
 
 
 def _residual_limits(splits: dict[str, tuple[np.ndarray, np.ndarray]], t: int) -> tuple[float, float]:
-    # Residuals within half the data's spread share one scale across frames; larger ones widen it.
+    """Residuals within half the data's spread share one scale across frames; larger ones widen it
+    to the next 1, 2 or 5 times a power of ten (so that the frames of a run share a few scales).
+
+    Examples
+    --------
+    >>> actual = np.array([[0.0], [10.0]])
+    >>> _residual_limits({"train": (actual, actual - 30)}, 0)
+    (-50.0, 50.0)
+    """
     low, high = _padded_range([actual[:, t] for actual, _ in splits.values()])
     largest = max(float(np.abs(actual[:, t] - predicted[:, t]).max()) for actual, predicted in splits.values())
-    reach = max((high - low) / 2, 1.05 * largest)
+    if 1.05 * largest <= (high - low) / 2:
+        return -(high - low) / 2, (high - low) / 2
+    power = 10.0 ** math.floor(math.log10(1.05 * largest))
+    reach = next(m * power for m in (1, 2, 5, 10) if m * power >= 1.05 * largest)
     return -reach, reach
 
 
