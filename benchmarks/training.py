@@ -35,7 +35,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from linreg_pl.cli import TrainCLI
+from linreg_pl.cli import TrainCLI, ignore_third_party_warnings
 from linreg_pl.exact.solvers import Moments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,6 +312,7 @@ def main(args: list[str] | None = None) -> list[Row]:
     parser.add_argument("--epochs", type=int, help="override every case's number of epochs")
     parser.add_argument("--out", default="benchmark_results", help="folder for results.md and results.json")
     config = parser.parse_args(args)
+    ignore_third_party_warnings()  # Lightning's LeafSpec deprecation, once per Trainer
     L.seed_everything(0, verbose=False)
     rows = []
     accelerators = ["cpu"] + (["gpu"] if torch.cuda.is_available() else [])

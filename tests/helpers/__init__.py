@@ -56,6 +56,30 @@ def run_train(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300
     )
 
 
+def run_train_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``scripts/train.py ARGS`` run in this process from ``cwd`` (``linreg_pl.cli.cli_main``), its exit
+    status and output as a subprocess would give them: for tests of what the command does, where a
+    fresh interpreter (seconds to import Lightning) is not what is tested."""
+    import contextlib
+    import io
+    import os
+
+    from linreg_pl.cli import cli_main
+
+    stdout, stderr, previous = io.StringIO(), io.StringIO(), Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                cli_main(list(args))
+                status = 0
+            except SystemExit as exit:
+                status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(["train.py", *args], status, stdout.getvalue(), stderr.getvalue())
+
+
 def file_snapshot(folder: Path) -> dict[Path, bytes]:
     """Every file under ``folder`` with its bytes, to check later that a command changed none."""
     return {path: path.read_bytes() for path in sorted(Path(folder).rglob("*")) if path.is_file()}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from sklearn.linear_model import LinearRegression as ExactOLS
 
-from tests.helpers import CONFIGS, QUIET, script_command
+from tests.helpers import CONFIGS, QUIET, run_train_in_process, script_command
 
 DATA_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "default.yaml")  # default.yaml: no data
 
@@ -142,7 +142,7 @@ def test_user_errors_end_in_one_line_and_exit_2(tmp_path, args, message):
     (tmp_path / "logs" / "keep.txt").write_text("earlier work")
     (tmp_path / "keep.txt").write_text("a file, not a directory")
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    result = run_script(*args, "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    result = run_train_in_process(*args, "--trainer.enable_progress_bar=false", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
