@@ -41,16 +41,16 @@ LESSONS = ("line", "four_points", "d2l", "make_regression")
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-def lesson_cli(lesson: str, save_dir: str) -> TrainCLI:
+def lesson_cli(lesson: str, save_dir: str, flags: list[str]) -> TrainCLI:
     L.seed_everything(0, verbose=False)
     config = str(ROOT / "configs" / f"{lesson}.yaml")
-    return TrainCLI(["--config", config, f"--trainer.logger.init_args.save_dir={save_dir}", *QUIET])
+    return TrainCLI(["--config", config, f"--trainer.logger.init_args.save_dir={save_dir}", *QUIET, *flags])
 
 
-def default_run(lesson: str) -> dict[str, float]:
+def default_run(lesson: str, flags: list[str]) -> dict[str, float]:
     """Seconds of ``fit`` and of ``fit`` + ``test`` + report, as ``linreg_pl.cli.train`` runs them."""
     with tempfile.TemporaryDirectory() as root:
-        cli = lesson_cli(lesson, root)
+        cli = lesson_cli(lesson, root, flags)
         trainer = cli.trainer
         with run_directory(trainer), contextlib.redirect_stdout(io.StringIO()):  # the report
             start = time.perf_counter()
@@ -61,10 +61,10 @@ def default_run(lesson: str) -> dict[str, float]:
     return {"fit": fit, "total": total}
 
 
-def bare_run(lesson: str) -> dict[str, float]:
+def bare_run(lesson: str, flags: list[str]) -> dict[str, float]:
     """The same module and data under a Trainer with nothing but the logger."""
     with tempfile.TemporaryDirectory() as root:
-        cli = lesson_cli(lesson, root)
+        cli = lesson_cli(lesson, root, flags)
         trainer = L.Trainer(
             max_epochs=cli.trainer.max_epochs,
             logger=TensorBoardLogger(root, name="bare", default_hp_metric=False),
@@ -83,10 +83,10 @@ def bare_run(lesson: str) -> dict[str, float]:
     return {"fit": fit, "total": total}
 
 
-def plain_run(lesson: str) -> dict[str, float]:
+def plain_run(lesson: str, flags: list[str]) -> dict[str, float]:
     """The lesson's textbook PyTorch loop on the same training rows."""
     with tempfile.TemporaryDirectory() as root:
-        cli = lesson_cli(lesson, root)
+        cli = lesson_cli(lesson, root, flags)
     x, y = (torch.as_tensor(a, dtype=torch.float32) for a in cli.datamodule.arrays("train"))
     epochs, batch_size = cli.trainer.max_epochs, cli.datamodule.batch_size
     lr = cli.config.model.optimizer.init_args.lr
@@ -120,17 +120,19 @@ def main(args: list[str] | None = None) -> dict:
     parser.add_argument("--lessons", nargs="+", choices=LESSONS, default=list(LESSONS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--startup", action="store_true", help="also time scripts/train.py --help vs the import")
+    parser.add_argument("--epochs", type=int, help="override every lesson's epochs (quick checks)")
     config = parser.parse_args(args)
     ignore_third_party_warnings()
+    flags = [f"--trainer.max_epochs={config.epochs}"] if config.epochs else []
     runs = {(lesson, way): run for lesson in config.lessons for way, run in WAYS.items()}
     if config.startup:
-        runs[("startup", "help")] = lambda _: startup_run([sys.executable, "scripts/train.py", "--help"])
-        runs[("startup", "import")] = lambda _: startup_run([sys.executable, "-c", "import lightning.pytorch"])
+        runs[("startup", "help")] = lambda *_: startup_run([sys.executable, "scripts/train.py", "--help"])
+        runs[("startup", "import")] = lambda *_: startup_run([sys.executable, "-c", "import lightning.pytorch"])
     # Round-robin over every row, so that a slow spell of the machine hits each of them.
     seconds: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in runs}
     for _ in range(config.repeats):
         for (lesson, way), run in runs.items():
-            seconds[(lesson, way)].append(run(lesson))
+            seconds[(lesson, way)].append(run(lesson, flags))
     medians = {
         key: {part: statistics.median(r[part] for r in results) for part in ("fit", "total")}
         for key, results in seconds.items()

@@ -11,6 +11,8 @@ Rows, on the same in-memory data and seeds:
                   fit snapshots, a fixed cost per run), with
                   validation off so that every row does the same work
   3b              the same with --data.steps_per_batch K (the opt-in fast path)
+  3c              the same module and data under a bare Trainer (the same TensorBoard logger, no
+                  callbacks, no checkpointing): the rows 3 / 3c ratio is what our machinery costs
   4 sklearn       LinearRegression (exact) and SGDRegressor(penalty=None)
   5 exact solver  linreg_pl.exact.solvers (streaming float64 Gram, one pass)
   6 memory floor  one read of X
@@ -181,6 +183,30 @@ def lightning_run(case: Case, accelerator: str, steps_per_batch: int = 1):
     return timer.seconds, cli.model
 
 
+def bare_lightning_run(case: Case, accelerator: str):
+    """Row 3c: row 3's module and data module under a Trainer with nothing but the logger."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    with tempfile.TemporaryDirectory() as root:
+        cli = TrainCLI(cli_args(case, root, accelerator))
+        timer = EpochTimer()
+        trainer = L.Trainer(
+            max_epochs=case.epochs,
+            accelerator=accelerator,
+            devices=1,
+            logger=TensorBoardLogger(root, name="bare", default_hp_metric=False),
+            log_every_n_steps=cli.trainer.log_every_n_steps,
+            callbacks=[timer],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(cli.model, datamodule=cli.datamodule)
+    return timer.seconds, cli.model
+
+
 def parameters(model) -> tuple[np.ndarray, np.ndarray]:
     if hasattr(model, "learned_parameters"):
         return model.learned_parameters()
@@ -218,6 +244,7 @@ def run_case(case: Case, accelerator: str, repeats: int, steps_per_batch: int) -
             lambda: lightning_run(case, accelerator, steps_per_batch),
             steps,
         ),
+        ("lightning_bare", "3c bare Trainer, same module", lambda: bare_lightning_run(case, accelerator), steps),
     ]
     if accelerator == "cpu":
         from sklearn.linear_model import LinearRegression as SkLinear
