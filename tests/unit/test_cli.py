@@ -28,8 +28,10 @@ def test_every_config_runs_with_fast_dev_run(train_run, config):
     assert np.isfinite(summary["test_metrics"]["test/mse"])
 
 
-def test_help_lists_data_model_trainer_and_checkpoint_options():
-    out = subprocess.run(script_command("train.py", "--help"), capture_output=True, text=True, check=True).stdout
+def test_help_lists_data_model_trainer_and_checkpoint_options(tmp_path):
+    result = run_train_in_process("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    out = result.stdout
     for option in (
         "--config",
         "--print_config",
@@ -53,13 +55,8 @@ def test_help_lists_data_model_trainer_and_checkpoint_options():
 
 
 def test_print_config_prints_the_resolved_yaml(tmp_path):
-    result = subprocess.run(
-        script_command("train.py", "--config", str(CONFIGS / "csv.yaml"), "--print_config"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_train_in_process("--config", str(CONFIGS / "csv.yaml"), "--print_config", cwd=tmp_path)
+    assert result.returncode == 0
     config = yaml.safe_load(result.stdout)
     assert config["data"]["source"]["class_path"] == "linreg_pl.data.csv.CSVSource"
     assert config["model"]["optimizer"]["class_path"] == "linreg_pl.exact.autosgd.AutoSGD"  # lr and momentum: auto
