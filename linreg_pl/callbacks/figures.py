@@ -4,6 +4,7 @@ landscape with the optimizer's path. Only rank 0 draws.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard import SummaryWriter
 
 from linreg_pl.callbacks.monitors import is_logged_step, tensorboard_logger
 from linreg_pl.callbacks.plots import (
@@ -21,6 +24,7 @@ from linreg_pl.callbacks.plots import (
     fit_frames,
     landscape_figure,
     line_limits,
+    palette_images,
     prediction_figure,
     prediction_frames,
     write_gif,
@@ -171,11 +175,11 @@ class FitFigures(Callback):
             [self._title(step) for step in steps],
             self.y_limits,
         )
-        logger = tensorboard_logger(trainer)
-        for step, frame in zip(steps, frames, strict=True):
-            logger.experiment.add_image("fit", frame, step, dataformats="HWC")
+        logger, images = tensorboard_logger(trainer), palette_images(frames)
+        for step, image in zip(steps, images, strict=True):
+            add_png(logger.experiment, "fit", image, step)
         if gif:
-            write_gif(Path(logger.log_dir) / "fit.gif", frames, fps=self.gif_fps)
+            write_gif(Path(logger.log_dir) / "fit.gif", images, fps=self.gif_fps)
 
     def _title(self, step: int) -> str:
         total = f" of {self.total_steps}" if math.isfinite(self.total_steps) else ""
@@ -251,13 +255,23 @@ def draw_landscape(datamodule: RegressionDataModule, path: np.ndarray) -> Figure
 
 def log_figure(logger: TensorBoardLogger, tag: str, figure: Figure, step: int, path: Path) -> None:
     """Show ``figure`` in TensorBoard's IMAGES as ``tag`` and save it as the PNG ``path``, drawn
-    once for both, then close it."""
+    and encoded once for both, then close it."""
     figure.canvas.draw()
-    frame = np.asarray(figure.canvas.buffer_rgba())[..., :3]
-    logger.experiment.add_image(tag, frame, step, dataformats="HWC")
+    png = add_png(logger.experiment, tag, Image.fromarray(np.asarray(figure.canvas.buffer_rgba())[..., :3]), step)
     with atomic_open(path) as file:
-        Image.fromarray(frame).save(file, format="PNG")
+        file.write(png)
     plt.close(figure)
+
+
+def add_png(writer: SummaryWriter, tag: str, image: Image.Image, step: int) -> bytes:
+    """``writer.add_image`` for a PIL image, PNG-encoded as it is (a palette image stays one);
+    returns the PNG."""
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    png = encoded.getvalue()
+    picture = Summary.Image(height=image.height, width=image.width, colorspace=3, encoded_image_string=png)
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
+    return png
 
 
 def _flat_parameters(model: LinearRegression) -> np.ndarray:
