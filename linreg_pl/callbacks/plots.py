@@ -100,16 +100,20 @@ def fit_frames(
     """
     figure = fit_figure(splits, *parameters[0], feature_name, target_name, true, titles[0], y_limits=y_limits)
     axes = figure.axes[0]
-    line, legend = axes.lines[0], axes.get_legend()
-    label = legend.get_texts()[len(splits)]  # after the splits' entries
+    line = axes.lines[0]
+    # Only the fit's entry of the legend moves (a whole legend costs ~30 ms to draw): its labels are
+    # padded to one length with figure spaces (the width of a digit), so the box drawn once fits all.
+    label = axes.get_legend().get_texts()[len(splits)]  # after the splits' entries
+    labels = [_fit_label(*p) for p in parameters]
+    width = max(map(len, labels))
 
     def show(index: int) -> None:
         weight, bias = parameters[index]
         line.set_ydata(weight[0, 0] * line.get_xdata() + bias[0])
-        label.set_text(_fit_label(weight, bias))
+        label.set_text(labels[index].ljust(width, "\u2007"))
         axes.title.set_text(titles[index])
 
-    return _frames(figure, [line, legend, axes.title], show, len(parameters))
+    return _frames(figure, [line, label, axes.title], show, len(parameters))
 
 
 def prediction_frames(
@@ -159,15 +163,20 @@ def _frames(figure: Figure, moving: list, show, count: int) -> list[np.ndarray]:
     return value and copied; only the moving artists are drawn per frame (milliseconds, where a
     full draw takes ~0.1 s)."""
     canvas = figure.canvas
-    for artist in moving:
+    for artist in moving:  # skipped by the figure's and the axes' own drawing
         artist.set_animated(True)
+    alphas = [artist.get_alpha() for artist in moving]
     frames, backgrounds = [], {}
     for index in range(count):
         static = show(index)
         if static in backgrounds:
             canvas.restore_region(backgrounds[static])
-        else:  # axes not drawn yet
+        else:  # the rest; moving children of other artists (a legend's label) are drawn transparent
+            for artist in moving:
+                artist.set_alpha(0)
             canvas.draw()
+            for artist, alpha in zip(moving, alphas, strict=True):
+                artist.set_alpha(alpha)
             backgrounds[static] = canvas.copy_from_bbox(figure.bbox)
         for artist in moving:
             figure.draw_artist(artist)
