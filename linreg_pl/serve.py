@@ -120,7 +120,7 @@ def evaluate(args: list[str] | None = None) -> dict:
     cli = EvaluateCLI(args)
     config, datamodule = cli.config, cli.datamodule
     _check_output(config.output, [cli.checkpoint_path, getattr(datamodule.source, "path", None)])
-    check_matches(cli.checkpoint, cli.checkpoint_path, datamodule.n_features, datamodule.n_targets)
+    check_matches(cli.checkpoint, cli.checkpoint_path, cli.model)
     _check_names(cli.checkpoint["hyper_parameters"].get("feature_names"), datamodule.feature_names, cli.checkpoint_path)
     if config.split == "all":
         parts = [datamodule.arrays(split) for split in ("train", "val", "test")]

@@ -18,6 +18,7 @@ from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
+from linreg_pl.callbacks import not_linear
 from linreg_pl.callbacks.monitors import is_logged_step, tensorboard_logger
 from linreg_pl.callbacks.plots import (
     fit_figure,
@@ -69,6 +70,7 @@ class FitFigures(Callback):
 
     For one target and one or two features it also draws the loss landscape with the optimizer's
     path (tag ``landscape``, ``landscape.png``), recording the parameters at every logged step.
+    A network other than the linear head has no line to draw: the callback then steps aside.
 
     Training only records the parameters at the snapshot steps; the frames are drawn when training
     ends (or is interrupted), the data and axes once for all of them.
@@ -101,6 +103,7 @@ class FitFigures(Callback):
             and isinstance(datamodule, RegressionDataModule)
             # Streamed files: drawn only while a split can be held in memory.
             and max(datamodule.split_sizes.values()) <= MAX_MATERIALIZED_ROWS
+            and not not_linear(trainer, pl_module, "fit snapshots and loss landscape")
         )
         if not self.active:
             return
@@ -143,7 +146,7 @@ class FitFigures(Callback):
         logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
         if logger is None or not trainer.is_global_zero or not isinstance(datamodule, RegressionDataModule):
             return
-        if max(datamodule.split_sizes.values()) > MAX_MATERIALIZED_ROWS:
+        if pl_module.linear is None or max(datamodule.split_sizes.values()) > MAX_MATERIALIZED_ROWS:
             return
         figure = draw_fit(drawn_splits(datamodule), datamodule, *pl_module.learned_parameters(), "tested model")
         log_figure(logger, "fit/tested", figure, trainer.global_step, Path(logger.log_dir) / "fit.png")

@@ -10,6 +10,7 @@ from typing import Literal
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from linreg_pl.callbacks import not_linear
 from linreg_pl.callbacks.monitors import is_logged_step
 from linreg_pl.callbacks.report import exact_reference
 from linreg_pl.datamodule import RegressionDataModule
@@ -52,7 +53,8 @@ class StopAtOptimum(Callback):
     (relative to the largest one) of its least-squares value. ``max_epochs`` is then a ceiling, not
     a guess. Checked from the data's moments (no pass over rows) at the end of the first epoch after
     each ``check_every_n_steps`` steps: every epoch of a mini-batch run, every tenth of a
-    full-batch one. A run with a progress bar also shows the live gap there (``train/gap``: the
+    full-batch one. A network other than the linear head has no least-squares optimum: it then
+    steps aside. A run with a progress bar also shows the live gap there (``train/gap``: the
     train loss's relative excess over the optimum), lessons included; a lesson without one (a
     log file) computes nothing.
 
@@ -87,10 +89,14 @@ class StopAtOptimum(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
         self._checked_step = trainer.global_step
+        if self.when != "never":
+            not_linear(trainer, pl_module, "StopAtOptimum")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
         datamodule = trainer.datamodule
         if self.when == "never" or not isinstance(datamodule, RegressionDataModule) or pl_module.hparams.l1:
+            return
+        if pl_module.linear is None:  # no least-squares optimum to stop at
             return
         stops = self.when == "always" or datamodule.real_data
         if not stops and trainer.progress_bar_callback is None:
