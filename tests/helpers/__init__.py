@@ -56,28 +56,46 @@ def run_train(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300
     )
 
 
-def run_train_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``scripts/train.py ARGS`` run in this process from ``cwd`` (``linreg_pl.cli.cli_main``), its exit
-    status and output as a subprocess would give them: for tests of what the command does, where a
-    fresh interpreter (seconds to import Lightning) is not what is tested."""
+def run_in_process(command, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """What a script of ``scripts/`` runs, ``run_command(command, ARGS)`` (``command`` e.g.
+    ``linreg_pl.cli.train``), in this process from ``cwd``: its exit status and output as a
+    subprocess would give them. For tests of what the command does, where a fresh interpreter
+    (seconds to import Lightning) is not what is tested."""
     import contextlib
     import io
     import os
 
-    from linreg_pl.cli import cli_main
+    from linreg_pl.cli import run_command
 
     stdout, stderr, previous = io.StringIO(), io.StringIO(), Path.cwd()
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             try:
-                cli_main(list(args))
+                run_command(command, list(args))
                 status = 0
             except SystemExit as exit:
                 status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
     finally:
         os.chdir(previous)
-    return subprocess.CompletedProcess(["train.py", *args], status, stdout.getvalue(), stderr.getvalue())
+    return subprocess.CompletedProcess([command.__name__, *args], status, stdout.getvalue(), stderr.getvalue())
+
+
+def train_in(directory: Path, *args: str) -> dict:
+    """The training entry run in-process from ``directory`` (for fixtures shared by several tests,
+    where the function-scoped ``train_run`` cannot serve): the summary."""
+    import os
+
+    from linreg_pl.cli import train
+
+    previous, argv = Path.cwd(), sys.argv
+    os.chdir(directory)
+    sys.argv = ["train.py"]  # pytest's own flags are not ours
+    try:
+        return train([*args, *QUIET])
+    finally:
+        os.chdir(previous)
+        sys.argv = argv
 
 
 def file_snapshot(folder: Path) -> dict[Path, bytes]:
