@@ -189,7 +189,7 @@ def ignore_third_party_warnings() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"tensorboard\..*")
     # A streamed dataset knows its length; Lightning warns about any IterableDataset that does.
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-    # log_every_n_steps counts steps across epochs; a full-batch lesson logs every few epochs.
+    # log_every_n_steps counts steps across epochs: a full-batch lesson logs every few epochs.
     warnings.filterwarnings("ignore", message=r"The number of training batches \(1\) is smaller than the logging")
 
 
