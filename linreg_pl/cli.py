@@ -190,7 +190,7 @@ def ignore_third_party_warnings() -> None:
     # A streamed dataset knows its length; Lightning warns about any IterableDataset that does.
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
     # log_every_n_steps counts steps across epochs: a full-batch lesson logs every few epochs.
-    warnings.filterwarnings("ignore", message=r"The number of training batches \(1\) is smaller than the logging")
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
 
 
 def run_command(command: Callable[[list[str] | None], object], args: list[str] | None = None) -> None:
