@@ -255,16 +255,17 @@ CLI_CASES = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("content, args, match", CLI_CASES.values(), ids=CLI_CASES.keys())
 def test_bad_csv_ends_in_one_line_exit_2_and_touches_no_file(tmp_path, content, args, match):
-    from tests.helpers import assert_user_error, file_snapshot, run_train
+    from linreg_pl.cli import train
+    from tests.helpers import assert_user_error, file_snapshot, run_in_process
 
     write(tmp_path / "data.csv", content)
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "keep.txt").write_text("earlier work")
     before = file_snapshot(tmp_path)
-    result = run_train(
+    result = run_in_process(
+        train,
         "--data.source", "CSVSource", "--data.source.path", "data.csv", "--data.source.target", "y",
         "--trainer.enable_progress_bar", "false", *args, cwd=tmp_path,
     )  # fmt: skip
