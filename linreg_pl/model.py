@@ -13,25 +13,19 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import MetricCollection
 
 from linreg_pl.errors import InputError
 from linreg_pl.exact.autosgd import AutoSGD
+from linreg_pl.metrics import MeanAbsoluteError, MeanSquaredError, R2Score
 from linreg_pl.scaling import Scaling
-
-
-class R2(R2Score):
-    """R² that is NaN (reported as undefined) on fewer than two rows, where torchmetrics raises:
-    a one-row split is legal (a tiny CSV at the default fractions)."""
-
-    def compute(self) -> torch.Tensor:
-        if self.total < 2:
-            return torch.tensor(float("nan"), device=self.total.device)
-        return super().compute()
 
 
 class LinearRegression(L.LightningModule):
     """y = x @ W.T + b fitted by minimising MSE + l2 * ||W||² + l1 * ||W||₁.
+
+    Batches are ``(x, y)``, or ``(x, y, weight)`` for weighted least squares: the loss and the
+    validation and test metrics are then weighted means over the rows.
 
     Parameters
     ----------
@@ -51,6 +45,9 @@ class LinearRegression(L.LightningModule):
         standardization on they act on the standardized weights.
     feature_names, target_names : list of str, optional
         Column names, kept in the checkpoint for prediction by name.
+    encoding : dict, optional
+        How categorical columns become ``feature_names`` (``linreg_pl.data.encoding``), linked from
+        the data module and kept in the checkpoint so that prediction applies the same coding.
     steps_per_batch : int
         Optimizer steps per Lightning batch (linked from the data module by the CLI). Above 1 the
         model steps through the batch's mini-batches itself (manual optimization).
@@ -80,6 +77,7 @@ class LinearRegression(L.LightningModule):
         l2: float = 0.0,
         feature_names: list[str] | None = None,
         target_names: list[str] | None = None,
+        encoding: dict | None = None,
         steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
@@ -104,7 +102,7 @@ class LinearRegression(L.LightningModule):
                 "mse": MeanSquaredError(),
                 "rmse": MeanSquaredError(squared=False),
                 "mae": MeanAbsoluteError(),
-                "r2": R2(),
+                "r2": R2Score(),
             }
         )
         self.metrics = nn.ModuleDict({s: metrics.clone(prefix=f"{s}/") for s in ("val", "test")})
@@ -235,8 +233,11 @@ class LinearRegression(L.LightningModule):
             x = (x - self.feature_mean) / self.feature_scale
         return self.linear(x)
 
-    def _objective(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = F.mse_loss(output, target)
+    def _objective(self, output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        if weight is None:
+            loss = F.mse_loss(output, target)
+        else:  # the weighted mean over rows (and the plain mean over targets)
+            loss = (weight @ (output - target).square()).sum() / (weight.sum() * target.shape[1])
         if self.hparams.l2:
             loss = loss + self.hparams.l2 * self.linear.weight.square().sum()
         if self.hparams.l1:
@@ -293,18 +294,19 @@ class LinearRegression(L.LightningModule):
         return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
 
     def _step(self, batch, stage: str) -> torch.Tensor | None:
-        x, y = batch
+        x, y, *weight = batch
+        weight = weight[0] if weight else None
         output = self._standardized_output(x)
         target = (y - self.target_mean) / self.target_scale if self._scales_target else y
         if stage == "train":
-            loss = self._objective(output, target)
+            loss = self._objective(output, target, weight)
             self._train_loss_sum.add_(loss.detach(), alpha=len(x))
             self._train_rows += len(x)
             if self.automatic_optimization:
                 self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
             return loss
-        self.losses[stage].update(output, target)
-        self.metrics[stage].update(output * self.target_scale + self.target_mean, y)
+        self.losses[stage].update(output, target, weight)
+        self.metrics[stage].update(output * self.target_scale + self.target_mean, y, weight=weight)
         self.log(f"{stage}/loss", self.losses[stage], prog_bar=True, batch_size=len(x))
         self.log_dict(self.metrics[stage], batch_size=len(x))
         return None
