@@ -120,7 +120,13 @@ class CSVSource(DataSource):
         for name in features:
             if name not in (self.categorical or []) and _numbers_among_text(frame[name]):
                 # Numbers mixed with text ('n/a', a typo) or decimal commas: a broken numeric column, not levels.
-                numeric_columns(frame, [name], self.path)
+                try:
+                    numeric_columns(frame, [name], self.path)
+                except InputError as error:
+                    raise InputError(
+                        f"{error} If its values are levels rather than numbers, pass --data.source.categorical "
+                        f"\"['{name}']\"."
+                    ) from None
         frame, levels = read_categorical(frame, features, self.categorical, self.max_levels, self.path)
         used = numeric_columns(frame, features + self.targets + weights, self.path, self.drop_missing)
         return Table(
@@ -267,12 +273,7 @@ def numeric_columns(frame, names: list[str], path: Path, drop_missing: bool = Fa
             hint = " (a decimal comma? pass --data.source.decimal ',')" if _COMMA_NUMBER.fullmatch(str(example)) else ""
             raise InputError(
                 f"column '{name}' in '{path}' is not numeric (e.g. {example!r} on data row "
-                f"{bad.index[0] + 1}{hint}); convert it to numbers"
-                + (
-                    f", or, for a feature, take its values as levels with --data.source.categorical \"['{name}']\"."
-                    if for_training
-                    else "."
-                )
+                f"{bad.index[0] + 1}{hint}); convert it to numbers."
             )
     missing = used.isna().sum()
     if missing.any():

@@ -96,7 +96,9 @@ class Encoding:
             position = {level: k for k, level in enumerate(self.levels[name])}
             to_training = np.array([position.get(level, -1) for level in file_levels[name]], dtype=np.int64)
             codes = to_training[table.x[:, j].astype(np.int64)]
-            blocks.append(self._dummies(name, codes, file_levels[name], table.x[:, j], unseen_levels, table.name))
+            blocks.append(
+                self._dummies(name, codes, file_levels[name], table.x[:, j], unseen_levels, f"dataset '{table.name}'")
+            )
         return replace(table, x=np.hstack(blocks), feature_names=self.feature_names, levels=None)
 
     def design(self, frame, path: Path, unseen_levels: UnseenLevels = "error") -> np.ndarray:
@@ -118,9 +120,9 @@ class Encoding:
                 raise InputError(
                     f"'{path}' has {int(values.isna().sum())} missing value(s) in column '{name}'; fill them in."
                 )
-            codes = pd.Categorical(values, categories=self.levels[name]).codes.astype(np.int64)
+            codes = pd.Index(self.levels[name]).get_indexer(values).astype(np.int64)  # -1: unseen
             blocks.append(
-                self._dummies(name, codes, values.to_numpy(), np.arange(len(values)), unseen_levels, str(path))
+                self._dummies(name, codes, values.to_numpy(), np.arange(len(values)), unseen_levels, f"'{path}'")
             )
         return np.hstack(blocks)
 
@@ -134,7 +136,7 @@ class Encoding:
             if unseen_levels == "error":
                 level = values[int(value_index[np.flatnonzero(unseen)[0]])]
                 raise InputError(
-                    f"column '{name}' has level {level!r} (in '{where}') that the training rows do not have "
+                    f"column '{name}' has level {level!r} (in {where}) that the training rows do not have "
                     f"(they have {self.levels[name]}); drop those rows, or pass unseen_levels 'reference' "
                     f"(--data.source.unseen_levels, predict's --unseen_levels) to treat them as the reference "
                     f"level {self.levels[name][0]!r}."

@@ -290,7 +290,7 @@ def checked_weights(values, name: str) -> np.ndarray:
         raise InputError(f"{name} must hold numbers (row weights), got {values!r}.") from None
     if bad := np.flatnonzero(~np.isfinite(weight) | (weight < 0)).tolist():
         raise InputError(
-            f"{name} holds {weight[bad[0]]!r} on data row {bad[0] + 1}; row weights must be finite numbers >= 0."
+            f"{name} holds {weight[bad[0]]:g} on data row {bad[0] + 1}; row weights must be finite numbers >= 0."
         )
     if not weight.sum() > 0:
         raise InputError(f"{name} sums to 0; give at least one row a positive weight.")
