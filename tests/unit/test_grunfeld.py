@@ -11,7 +11,7 @@ import pytest
 import statsmodels.formula.api as smf
 
 from linreg_pl.cli import ignore_third_party_warnings, run_command, train
-from linreg_pl.serve import predict, predict_frame
+from linreg_pl.serve import evaluate, predict, predict_frame
 from tests.helpers import QUIET, ROOT, script_command
 
 GRUNFELD = ROOT / "tests" / "data" / "grunfeld.csv"
@@ -186,3 +186,12 @@ def test_unseen_level_from_the_command_line_is_one_line_and_exit_2(runs, in_tmp)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "column 'firm' has level 'Acme' (in 'new.csv')" in result.stderr
     assert not (in_tmp / "p.csv").exists()
+
+
+@pytest.mark.parametrize("kind, split", [("default", "test"), ("wls", "all")])
+def test_evaluate_codes_the_file_as_training_did_and_weighs_its_rows(runs, kind, split, in_tmp):
+    # scikit-learn's weighted metrics on the checkpoint (evaluate) against the model's own
+    # weighted torchmetrics at the end of training (on the training rows when the test split is empty).
+    result = evaluate(["--ckpt_path", runs[kind]["run_dir"], "--split", split, "--output", "eval.json"])
+    for name in ("mse", "mae", "r2"):
+        assert result[name] == pytest.approx(runs[kind]["test_metrics"][f"test/{name}"], rel=1e-5), name
