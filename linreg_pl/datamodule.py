@@ -189,9 +189,12 @@ class RegressionDataModule(L.LightningDataModule):
         self.encoder: Encoding | None = None
         if isinstance(source, StreamingSource):
             # Files larger than memory: one validating pass now, the rows stream when training.
-            self.stream: StreamedSplits | None = StreamedSplits(source, seed, val_fraction, test_fraction)
+            self.stream: StreamedSplits | None = StreamedSplits(source, seed, val_fraction, test_fraction, encoding)
+            self.encoder = source.encoding
             self.table = self.stream.table()
             self.scaling = self.stream.scaling(standardize_features, standardize_target)
+            if self.encoder is not None:
+                self.save_hyperparameters({**self.hparams, "encoding": self.encoding})
             return
         self.stream = None
         self.table = source.load()
@@ -263,7 +266,7 @@ class RegressionDataModule(L.LightningDataModule):
 
     @property
     def weighted(self) -> bool:
-        return self.table.weight is not None
+        return self.stream.weighted if self.stream is not None else self.table.weight is not None
 
     @property
     def real_data(self) -> bool:
@@ -313,7 +316,9 @@ class RegressionDataModule(L.LightningDataModule):
 
     def weights(self, stage: str) -> np.ndarray | None:
         """The row weights (n,) of a split, aligned with ``arrays``; None when unweighted."""
-        if self.stream is not None or self.table.weight is None:
+        if self.stream is not None:
+            return self.stream.weights(stage)
+        if self.table.weight is None:
             return None
         return self.table.weight[self.indices[stage]]
 
@@ -324,8 +329,7 @@ class RegressionDataModule(L.LightningDataModule):
         original units, with their weights (m,) or None; each training row is in the share of
         exactly one rank (by default: all rows, in chunks)."""
         if self.stream is not None:
-            for x, y in self.stream.chunks("train", rank, world_size):
-                yield x, y, None
+            yield from self.stream.chunks("train", rank, world_size)
             return
         x, y = self.arrays("train")
         weight = self.weights("train")

@@ -103,8 +103,6 @@ class Encoding:
 
     def design(self, frame, path: Path, unseen_levels: UnseenLevels = "error") -> np.ndarray:
         """The model's inputs (n, d) for a pandas DataFrame holding the feature columns by name."""
-        import pandas as pd
-
         from linreg_pl.data.csv import numeric_columns, unknown_column_message
 
         if missing := [name for name in self.columns if name not in frame.columns]:
@@ -120,11 +118,15 @@ class Encoding:
                 raise InputError(
                     f"'{path}' has {int(values.isna().sum())} missing value(s) in column '{name}'; fill them in."
                 )
-            codes = pd.Index(self.levels[name]).get_indexer(values).astype(np.int64)  # -1: unseen
-            blocks.append(
-                self._dummies(name, codes, values.to_numpy(), np.arange(len(values)), unseen_levels, f"'{path}'")
-            )
+            blocks.append(self.dummies(name, values.to_numpy(), unseen_levels, f"'{path}'"))
         return np.hstack(blocks)
+
+    def dummies(self, name: str, values: np.ndarray, unseen_levels: UnseenLevels, where: str) -> np.ndarray:
+        """The 0/1 columns (m, levels - 1) of categorical column ``name`` for its values (m,)."""
+        import pandas as pd
+
+        codes = pd.Index(self.levels[name]).get_indexer(values).astype(np.int64)  # -1: unseen
+        return self._dummies(name, codes, values, np.arange(len(values)), unseen_levels, where)
 
     def _dummies(self, name, codes, values, value_index, unseen_levels: UnseenLevels, where: str) -> np.ndarray:
         """One 0/1 column per non-reference level; ``codes`` index the training levels, -1 for a
