@@ -169,7 +169,8 @@ def parameter_inverse_gram(factor: Factor, mean_x: np.ndarray, weight_sum: float
 
 def least_squares_fit(accumulator: Accumulator) -> dict:
     """What prediction intervals need, as plain values a checkpoint holds: the (weighted) least-
-    squares ``coefficients`` (t, 1 + d), intercept first; ``inverse_gram`` (ZᵀWZ)⁻¹ (1 + d, 1 + d),
+    squares ``coefficients`` (t, 1 + d), intercept first; the training rows' (weighted) feature
+    means ``mean_x``, ``weight_sum`` and ``inverse_gram`` (x_cᵀ W x_c)⁻¹ of the centred features,
     shared by the targets; each target's residual variance ``sigma2`` (t,); ``df_resid``."""
     d = accumulator.n_features
     factor = accumulator.factor()
@@ -179,7 +180,9 @@ def least_squares_fit(accumulator: Accumulator) -> dict:
     sigma2 = factor.rss / df_resid if df_resid > 0 else np.full(accumulator.n_targets, np.nan)
     return {
         "coefficients": np.hstack([(mean_y - weight @ mean_x)[:, None], weight]).tolist(),
-        "inverse_gram": parameter_inverse_gram(factor, mean_x, accumulator.weight_sum, True).tolist(),
+        "mean_x": mean_x.tolist(),
+        "weight_sum": float(accumulator.weight_sum),
+        "inverse_gram": coefficient_inverse_gram(factor).tolist(),
         "sigma2": sigma2.tolist(),
         "df_resid": int(df_resid),
     }
@@ -204,16 +207,19 @@ def prediction_intervals(
     """
     if not 0 < level < 1:
         raise InputError(f"interval={level!r} must be in (0, 1), e.g. 0.95 for 95% intervals.")
-    coefficients, inverse_gram = np.asarray(fit["coefficients"]), np.asarray(fit["inverse_gram"])
+    coefficients, inverse_gram, mean_x = (np.asarray(fit[k]) for k in ("coefficients", "inverse_gram", "mean_x"))
     sigma2, df_resid = np.asarray(fit["sigma2"], np.float64), fit["df_resid"]
     if df_resid < 1:
         raise InputError(
             f"the least-squares fit has {df_resid} residual degrees of freedom: no interval exists; "
             "train on more rows than parameters."
         )
-    z = np.hstack([np.ones((len(x), 1)), np.asarray(x, np.float64)])
-    mean = z @ coefficients.T
-    leverage = ((z @ inverse_gram) * z).sum(axis=1)[:, None]  # (n, 1)
+    x = np.asarray(x, np.float64)
+    mean = x @ coefficients[:, 1:].T + coefficients[:, 0]
+    # zᵀ(ZᵀWZ)⁻¹z for z = [1, x], in centred coordinates where it is 1/Σw + x_cᵀ A x_c: the
+    # uncentred form loses digits to cancellation when a column sits far from 0 (a year).
+    centred = x - mean_x
+    leverage = (1 / fit["weight_sum"] + ((centred @ inverse_gram) * centred).sum(axis=1))[:, None]  # (n, 1)
     row_weight = np.ones((len(x), 1)) if weight is None else np.asarray(weight, np.float64).reshape(-1, 1)
     quantile = scipy.stats.t.ppf((1 + level) / 2, df_resid)
     with np.errstate(divide="ignore"):
