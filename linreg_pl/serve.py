@@ -142,7 +142,7 @@ def evaluate(args: list[str] | None = None) -> dict:
     cli = EvaluateCLI(args)
     config, datamodule = cli.config, cli.datamodule
     _check_output(config.output, [cli.checkpoint_path, getattr(datamodule.source, "path", None)])
-    check_matches(cli.checkpoint, cli.checkpoint_path, datamodule.n_features, datamodule.n_targets)
+    check_matches(cli.checkpoint, cli.checkpoint_path, cli.model)
     _check_names(cli.checkpoint["hyper_parameters"].get("feature_names"), datamodule.feature_names, cli.checkpoint_path)
     splits = ("train", "val", "test") if config.split == "all" else (config.split,)
     parts = [datamodule.arrays(split) for split in splits]
@@ -222,8 +222,8 @@ def output_columns(
     fit = checkpoint.get("least_squares")
     if fit is None:
         raise InputError(
-            "--interval needs the least-squares fit that scripts/train.py saves in its checkpoints; this "
-            "checkpoint has none (trained before it was saved, or without the run report): train it again."
+            "--interval needs the least-squares fit that scripts/train.py saves in the checkpoints of a linear "
+            "model; this checkpoint has none (a non-linear --model.net, or trained without the run report)."
         )
     source_config = ((checkpoint.get("datamodule_hyper_parameters") or {}).get("source") or {}).get("init_args", {})
     weight_column, weight = source_config.get("weight"), None

@@ -3,8 +3,7 @@
 By default it uses the data the checkpoint was trained on and scores its test split.
 """
 
-from linreg_pl.cli import run_command
-from linreg_pl.serve import evaluate
+from linreg_pl.commands import evaluate
 
 if __name__ == "__main__":
-    run_command(evaluate)
+    evaluate()

@@ -3,7 +3,7 @@
 configs/default.yaml (the d2l set) is applied first; ``--help`` lists every option.
 """
 
-from linreg_pl.cli import cli_main
+from linreg_pl.commands import train
 
 if __name__ == "__main__":
-    cli_main()
+    train()
