@@ -216,6 +216,12 @@ class LinearRegression(L.LightningModule):
             if names is None:
                 raise InputError("this model has no saved feature names; pass an array with the training column order.")
             if missing := [name for name in names if name not in features.columns]:
+                if self.hparams.encoding:  # a frame of the columns as read: they need the coding first
+                    raise InputError(
+                        "this model codes categorical columns "
+                        f"{list(self.hparams.encoding['levels'])}; predict from a DataFrame of the columns as "
+                        "read with linreg_pl.serve.predict_frame(checkpoint, frame)."
+                    )
                 raise InputError(f"feature column(s) {missing} are missing; the model needs {names}.")
             features = features[names]
         x = np.ascontiguousarray(features, dtype=np.float64)  # a column-reordered frame may be strided

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
 
+from linreg_pl import InputError, LinearRegression
 from linreg_pl.cli import ignore_third_party_warnings, run_command, train
 from linreg_pl.serve import evaluate, predict, predict_frame
 from tests.helpers import QUIET, ROOT, script_command
@@ -137,8 +138,11 @@ def test_prediction_intervals_equal_statsmodels_summary_frame(runs, kind, in_tmp
 def test_unseen_level_is_an_error_or_the_reference(runs, in_tmp):
     frame = grunfeld().drop(columns="invest").head(3)
     frame.loc[1, "firm"] = "Acme"
-    with pytest.raises(Exception, match=r"column 'firm' has level 'Acme' .*reference level 'American Steel'"):
+    with pytest.raises(InputError, match=r"column 'firm' has level 'Acme' .*reference level 'American Steel'"):
         predict_frame(runs["ols"]["checkpoints"]["last"], frame)
+    model = LinearRegression.load_from_checkpoint(runs["ols"]["checkpoints"]["last"], weights_only=True)
+    with pytest.raises(InputError, match=r"codes categorical columns \['firm'\].*predict_frame"):
+        model.predict(frame)
     as_reference = predict_frame(runs["ols"]["checkpoints"]["last"], frame, unseen_levels="reference")
     reference_row = predict_frame(runs["ols"]["checkpoints"]["last"], frame.assign(firm="American Steel"))
     assert as_reference["invest_predicted"][1] == reference_row["invest_predicted"][1]
