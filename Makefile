@@ -46,13 +46,14 @@ $(VENV)/.installed-dev: $(VENV)/.torch setup.cfg pyproject.toml
 train: $(VENV)/.installed-train
 	$(BIN)/python scripts/train.py $(ARGS)
 
-# The contract: every test, the slow ones (real subprocess runs: DDP, signals, resume) included.
+# The contract: every test, the slow ones (real subprocess runs: DDP, signals, resume) included,
+# spread over one worker per core (pytest-xdist).
 test: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n auto $(ARGS)
 
 # For development: the same suite without the slow tests.
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	$(BIN)/python -m pytest -n auto -m "not slow" $(ARGS)
 
 # What CI checks before the tests (pre-commit also checks the formatting: ruff format --check).
 lint: $(VENV)/.installed-dev

@@ -190,6 +190,8 @@ def ignore_third_party_warnings() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"tensorboard\..*")
     # A streamed dataset knows its length; Lightning warns about any IterableDataset that does.
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    # log_every_n_steps counts steps across epochs: a full-batch lesson logs every few epochs.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
 
 
 def run_command(command: Callable[[list[str] | None], object], args: list[str] | None = None) -> None:
