@@ -37,8 +37,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 DEFAULT_LESSON = PROJECT_ROOT / "configs" / "d2l.yaml"
 LESSON_SOURCE = yaml.safe_load(DEFAULT_LESSON.read_text())["data"]["source"]["class_path"]
-# What the data module tells the model: its shape, its column names and the fast path's setting.
-LINKED = ("n_features", "n_targets", "feature_names", "target_names", "steps_per_batch")
+# What the data module tells the model: its shape, its column names, the coding of categorical
+# columns and the fast path's setting.
+LINKED = ("n_features", "n_targets", "feature_names", "target_names", "encoding", "steps_per_batch")
 
 
 class LinearRegressionCLI(LightningCLI):

@@ -20,7 +20,13 @@ from linreg_pl.callbacks.plots import ridge_path_figure
 from linreg_pl.data.streaming import MAX_MATERIALIZED_ROWS
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
-from linreg_pl.exact.statistics import SandwichMeat, format_coefficient_table, ols_inference, ridge_path
+from linreg_pl.exact.statistics import (
+    SandwichMeat,
+    format_coefficient_table,
+    least_squares_fit,
+    ols_inference,
+    ridge_path,
+)
 from linreg_pl.model import LinearRegression
 from linreg_pl.runtime.checkpoints import last_checkpoint_path
 from linreg_pl.runtime.files import write_text_atomically
@@ -41,6 +47,10 @@ class RunReport(Callback):
     least-squares inference (standard errors, t, p, intervals, R², F, AIC/BIC) and the closed-form
     ridge (GCV) curve. ``summary`` keeps the dict. Configured with ``--report.*``. A network other
     than the linear head has no coefficients: its report keeps the test metrics alone.
+
+    Every checkpoint also gets the least-squares fit's coefficients and covariance
+    (``checkpoint["least_squares"]``, ``linreg_pl.exact.statistics.least_squares_fit``): what
+    ``scripts/predict.py --interval`` needs.
 
     Parameters
     ----------
@@ -72,9 +82,19 @@ class RunReport(Callback):
         self.method, self.statistics, self.level, self.robust, self.l2_grid = method, statistics, level, robust, l2_grid
         self.summary: dict = {}
         self._start = time.perf_counter()
+        self._least_squares: dict | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
+        self._least_squares = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, RegressionDataModule) or pl_module.linear is None:
+            return  # intervals of a least-squares fit describe a linear model only
+        if self._least_squares is None:  # the training rows do not change during a fit
+            self._least_squares = least_squares_fit(datamodule.train_statistics(self.method))
+        checkpoint["least_squares"] = self._least_squares
 
     def on_test_end(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
         datamodule = trainer.datamodule
@@ -98,8 +118,8 @@ class RunReport(Callback):
         meat = None
         if self.robust:  # residuals and leverages are not in the sufficient statistics: a second pass
             sandwich = SandwichMeat(accumulator)
-            for x, y in datamodule.train_chunks():
-                sandwich.update(x, y)
+            for x, y, weight in datamodule.train_chunks():
+                sandwich.update(x, y, weight)
             meat = sandwich.compute()
         inference = ols_inference(accumulator, datamodule.feature_names, datamodule.target_names, self.level, meat=meat)
         ridge = ridge_path(accumulator, self.l2_grid, model.scaling)
@@ -194,7 +214,7 @@ def _test_by_target(model: LinearRegression, datamodule: RegressionDataModule) -
     if datamodule.split_sizes[split] > MAX_MATERIALIZED_ROWS:
         return {}
     x, y = datamodule.arrays(split)
-    _, by_target = scores(model, predict_float64(model, x), y)
+    _, by_target = scores(model, predict_float64(model, x), y, datamodule.weights(split))
     return dict(zip(datamodule.target_names, by_target, strict=True))
 
 
@@ -225,20 +245,21 @@ def write_summary(summary: dict) -> Path | None:
 
 
 def scores(
-    model: LinearRegression, predicted: np.ndarray, y: np.ndarray
+    model: LinearRegression, predicted: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None
 ) -> tuple[dict[str, float | None], list[dict[str, float | None]]]:
     """The model's metrics (``metric_collection``) of float64 predictions (n, n_targets) against
-    ``y``: pooled over the targets, and one dict per target. An undefined value (R² of one row) is
-    None."""
+    ``y``, weighted by the rows' ``weight`` if given: pooled over the targets, and one dict per
+    target (each target's column scored alone, so any metric added to the collection has them).
+    An undefined value (R² of one row) is None."""
     predicted, target = torch.as_tensor(predicted, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
-    n_targets = target.shape[1]
-    pooled, per_target = model.metric_collection(), model.metric_collection(n_targets)
-    pooled.update(predicted, target)
-    per_target.update(predicted, target)
-    values = {name: torch.broadcast_to(value, (n_targets,)) for name, value in per_target.compute().items()}
-    pooled = {name: _json_number(float(value)) for name, value in pooled.compute().items()}
-    by_target = [{name: _json_number(float(v[t])) for name, v in values.items()} for t in range(n_targets)]
-    return pooled, by_target
+    row_weight = None if weight is None else torch.as_tensor(weight, dtype=torch.float64)
+
+    def computed(columns: slice) -> dict[str, float | None]:
+        metrics = model.metric_collection()
+        metrics.update(predicted[:, columns], target[:, columns], weight=row_weight)
+        return {name: _json_number(float(value)) for name, value in metrics.compute().items()}
+
+    return computed(slice(None)), [computed(slice(t, t + 1)) for t in range(target.shape[1])]
 
 
 def predict_float64(model: LinearRegression, x: np.ndarray) -> torch.Tensor:

@@ -9,13 +9,14 @@ from linreg_pl import (
     InputError,
     LinearHead,
     LinearRegression,
+    Points,
     RegressionDataModule,
     Scaling,
     SklearnDataset,
     SyntheticLinear,
 )
 from linreg_pl.exact.autosgd import AutoSGD
-from tests.helpers import CONFIGS
+from tests.helpers import CONFIGS, lstsq_with_intercept
 
 
 def test_shapes_single_and_multi_output():
@@ -179,10 +180,9 @@ def test_a_metric_added_to_the_model_shows_in_the_log_report_hparams_and_evaluat
 
     defined = LinearRegression.metric_collection
 
-    def with_explained_variance(cls, num_outputs=1):
-        metrics = defined(num_outputs)
-        per_target = "raw_values" if num_outputs > 1 else "uniform_average"
-        metrics.add_metrics({"explained_variance": ExplainedVariance(multioutput=per_target)})
+    def with_explained_variance(cls):
+        metrics = defined()
+        metrics.add_metrics({"explained_variance": ExplainedVariance()})
         return metrics.set_dtype(torch.float64)
 
     monkeypatch.setattr(LinearRegression, "metric_collection", classmethod(with_explained_variance))
@@ -240,6 +240,40 @@ def test_report_and_evaluate_metrics_match_scikit_learn_pooled_and_per_target(tr
         for name, value in sklearn_scores(y[:, t], predicted[:, t]).items():
             assert result["per_target"][target][name] == pytest.approx(value, rel=1e-9), (target, name)
             assert summary["test_by_target"][target][name] == pytest.approx(value, rel=1e-9), (target, name)
+
+
+def test_weighted_loss_and_metrics_equal_repeated_rows(tmp_path):
+    x = [[0.0, 1.0], [1.0, 0.5], [2.0, 2.0], [3.0, -1.0], [4.0, 0.0], [5.0, 1.5]]
+    y = [1.0, 2.5, 5.5, 6.0, 9.5, 9.0]
+    weight = [1, 3, 0, 2, 1, 2]
+    rows = [i for i, k in enumerate(weight) for _ in range(k)]
+
+    def datamodule(source):
+        return RegressionDataModule(source, val_fraction=0, test_fraction=0, batch_size=None)
+
+    weighted = datamodule(Points(x=x, y=y, weight=weight))
+    repeated = datamodule(Points(x=[x[i] for i in rows], y=[y[i] for i in rows]))
+    model = LinearRegression(
+        n_features=2, optimizer=lambda p: torch.optim.LBFGS(p, max_iter=200, line_search_fn="strong_wolfe")
+    )
+    trainer = L.Trainer(
+        max_epochs=3,
+        precision="64-true",
+        logger=False,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=weighted)
+    # The weighted loss's optimum is the least-squares answer of the repeated rows.
+    w, b = lstsq_with_intercept(*repeated.arrays("train"))
+    learned_w, learned_b = model.learned_parameters()
+    np.testing.assert_allclose(learned_w, w, atol=1e-5)
+    np.testing.assert_allclose(learned_b, b, atol=1e-5)
+    # Weighted metrics of these parameters are the plain metrics of the repeated rows.
+    scores = [trainer.test(model, datamodule=dm, verbose=False)[0] for dm in (weighted, repeated)]
+    for name in ("test/mse", "test/rmse", "test/mae", "test/r2", "test/loss"):
+        assert scores[0][name] == pytest.approx(scores[1][name], rel=1e-10), name
 
 
 def adam(params):
