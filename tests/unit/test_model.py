@@ -253,8 +253,13 @@ def test_weighted_loss_and_metrics_equal_repeated_rows(tmp_path):
 
     weighted = datamodule(Points(x=x, y=y, weight=weight))
     repeated = datamodule(Points(x=[x[i] for i in rows], y=[y[i] for i in rows]))
+    L.seed_everything(0, verbose=False)
     model = LinearRegression(
-        n_features=2, optimizer=lambda p: torch.optim.LBFGS(p, max_iter=200, line_search_fn="strong_wolfe")
+        n_features=2,
+        # Converged to float64 round-off, whatever the initial weights (LBFGS's default tolerances stop at ~1e-5).
+        optimizer=lambda p: torch.optim.LBFGS(
+            p, max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe"
+        ),
     )
     trainer = L.Trainer(
         max_epochs=3,
@@ -272,8 +277,10 @@ def test_weighted_loss_and_metrics_equal_repeated_rows(tmp_path):
     np.testing.assert_allclose(learned_b, b, atol=1e-5)
     # Weighted metrics of these parameters are the plain metrics of the repeated rows.
     scores = [trainer.test(model, datamodule=dm, verbose=False)[0] for dm in (weighted, repeated)]
+    # To float32 round-off: the data modules hold the features in float32, which the MAE feels to first
+    # order (the MSE, stationary at the optimum, does not); ignoring the weights is off by far more.
     for name in ("test/mse", "test/rmse", "test/mae", "test/r2", "test/loss"):
-        assert scores[0][name] == pytest.approx(scores[1][name], rel=1e-10), name
+        assert scores[0][name] == pytest.approx(scores[1][name], rel=1e-6), name
 
 
 def adam(params):
