@@ -7,10 +7,13 @@ links, ``--config`` and the user-error handling of ``run_command``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 from importlib import import_module
@@ -27,7 +30,8 @@ from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
 from linreg_pl.runtime.checkpoints import check_matches, read_checkpoint, resolve_checkpoint
 from linreg_pl.runtime.class_args import CLASS_OPTIONS, class_layers, reset_flags
-from linreg_pl.runtime.parse_errors import one_line
+from linreg_pl.runtime.files import visible_name
+from linreg_pl.runtime.parse_errors import check_config_files, one_line
 from linreg_pl.runtime.runs import run_directory
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +81,7 @@ class LinearRegressionCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
         given = sys.argv[1:] if args is None else list(args)
+        check_config_files(given)
         for key in CLASS_OPTIONS:  # a chosen class starts from its own defaults
             if key != "data.source" or self.datamodule_class_for_cli is not None:
                 first = self.inherited_source() if key == "data.source" else None
@@ -84,7 +89,7 @@ class LinearRegressionCLI(LightningCLI):
         try:
             self.config = parser.parse_args(given)
         except ArgumentError as error:
-            raise InputError(one_line(str(error))) from None
+            raise InputError(one_line(str(error), given)) from None
         # Lightning's info lines (seed, device banners, an advert tip, restores) are not the user's news.
         level = logging.INFO if self.config.verbose else logging.WARNING
         for name in ("lightning.pytorch", "lightning.fabric"):
@@ -106,9 +111,17 @@ class LinearRegressionCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         try:
             return super().instantiate_trainer(**kwargs)
-        except (MisconfigurationException, ValueError) as error:
+        except (MisconfigurationException, ValueError, ModuleNotFoundError) as error:
             # Lightning checks the Trainer's arguments only here; its messages name the argument.
-            raise InputError(f"invalid --trainer options: {error}") from None
+            accelerator = self.config.trainer.accelerator
+            unavailable = isinstance(error, ModuleNotFoundError) or "backend found" in str(error)
+            fix = (
+                f"; --trainer.accelerator {accelerator} is not available on this machine: use --trainer.accelerator "
+                "cpu (or auto, the default, which takes a GPU where there is one)"
+                if unavailable or "not available" in str(error)
+                else ""
+            )
+            raise InputError(f"invalid --trainer options: {str(error).rstrip('.!')}{fix}.") from None
 
 
 class TrainCLI(LinearRegressionCLI):
@@ -191,27 +204,69 @@ def ignore_third_party_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 
-def run_command(command: Callable[[list[str] | None], object], args: list[str] | None = None) -> None:
-    """Run an entry point; a user error ends in its one-line message and exit status 2.
+def run_command(
+    command: Callable[[list[str] | None], object],
+    args: list[str] | None = None,
+    output_option: str = "--trainer.logger.init_args.save_dir",
+) -> None:
+    """Run an entry point; every way it can end is one line on stderr and an exit status: a user
+    error 2, Ctrl-C or SIGTERM 130 or 143, a full disk 1. ``output_option`` is the option that
+    chooses where the command writes, named when it cannot write there.
 
     Set ``LINREG_PL_VERBOSE=1`` to see the traceback of user errors too.
     """
     ignore_third_party_warnings()
+    previous_hook = threading.excepthook
+    threading.excepthook = _quiet_when_out_of_space(previous_hook)
     try:
         command(args)
     except InputError as error:
         if os.environ.get("LINREG_PL_VERBOSE"):
             raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _exit(f"error: {error}", 2)
     except OSError as error:
+        if error.errno in OUT_OF_SPACE:
+            place = Path(visible_name(error.filename or ".")).resolve()
+            _exit(
+                f"error: cannot write '{place}' ({error.strerror}; {_free_space(place)}); free some space, raise the "
+                f"file size limit (ulimit -f), or write elsewhere with {output_option}.",
+                1,
+            )
         if error.filename is None:  # not about a path the user chose
             raise
-        print(
-            f"error: cannot write '{error.filename}' ({error.strerror}); choose a writable place, e.g. with "
-            "--trainer.logger.init_args.save_dir, or fix its permissions.",
-            file=sys.stderr,
+        _exit(
+            f"error: cannot write '{visible_name(error.filename)}' ({error.strerror}); choose a writable place with "
+            f"{output_option}, or fix its permissions.",
+            2,
         )
-        sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C before GracefulStop was in place: start-up, or after the run
+        _exit("error: interrupted (SIGINT) before training started; nothing was saved", 128 + signal.SIGINT)
     except SIGTERMException:  # a SystemExit without a code: it would exit 0
         sys.exit(128 + signal.SIGTERM)
+    finally:
+        threading.excepthook = previous_hook
+
+
+# A full disk, a file size limit (ulimit -f) and a full quota.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def _quiet_when_out_of_space(hook: Callable) -> Callable:
+    """TensorBoard writes events in a thread of its own; on a full disk that thread prints a
+    traceback before the main thread fails on the same write (and says it in one line)."""
+
+    def excepthook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in OUT_OF_SPACE):
+            hook(args)
+
+    return excepthook
+
+
+def _free_space(path: Path) -> str:
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
+    return f"{shutil.disk_usage(existing).free / 1e6:.1f} MB free on its disk"
+
+
+def _exit(line: str, status: int) -> None:
+    print(line, file=sys.stderr)
+    sys.exit(status)

@@ -209,6 +209,7 @@ class RegressionDataModule(L.LightningDataModule):
                 "data.standardize_features=false (and data.standardize_target=false)."
             )
         x_train, y_train = self.arrays("train")
+        _check_target_varies(y_train, self.target_names)
         self.scaling = Scaling.fit(
             x_train, y_train, standardize_features, standardize_target, self.feature_names, self.target_names
         )
@@ -380,6 +381,20 @@ def _check_finite(table: Table) -> None:
         if bad.any():
             columns = [name for name, is_bad in zip(names, bad, strict=True) if is_bad]
             raise InputError(f"columns {columns} hold NaN or infinite values; fill or drop those rows.")
+
+
+def _check_target_varies(y: np.ndarray, names: list[str]) -> None:
+    """A target with one value on every training row leaves nothing to learn (the model is that
+    constant, R² is undefined, and no loss gap can be measured against an optimum of 0)."""
+    constant = [
+        (name, value) for name, value, varies in zip(names, y[0], np.ptp(y, axis=0) > 0, strict=True) if not varies
+    ]
+    if constant:
+        values = ", ".join(f"{name!r} is {value:g}" for name, value in constant)
+        raise InputError(
+            f"the target is the same on every training row ({values}): there is nothing to learn; "
+            "choose another target column with --data.source.target, or check the data."
+        )
 
 
 def check_range(table: Table, dtype: torch.dtype) -> None:

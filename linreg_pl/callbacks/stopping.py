@@ -8,6 +8,7 @@ import math
 from typing import Literal
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from linreg_pl.callbacks.report import exact_reference
@@ -18,6 +19,7 @@ from linreg_pl.runtime.checkpoints import last_checkpoint_path
 
 # Below this share of the loss of predicting the mean, a loss is float32 round-off: an exact fit.
 NEGLIGIBLE_LOSS = 1e-6
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 class DivergenceGuard(Callback):
@@ -42,30 +44,34 @@ class DivergenceGuard(Callback):
 
 class StopAtOptimum(Callback):
     """Ends training once the model is at the exact least-squares optimum of its own objective:
-    the train loss within ``rtol`` of the optimum and every coefficient within ``coef_rtol``
-    (relative to the largest one) of its least-squares value. ``max_epochs`` is then a ceiling, not
-    a guess. Checked at the end of every training epoch from the data's moments: no pass over rows.
-    Every run also shows the live gap on the progress bar (``train/gap``: the train loss's relative
-    excess over the optimum), lessons included.
+    every coefficient within ``se_tol`` of its own standard error of the least-squares value (the
+    report's test, ``linreg_pl.callbacks.report.standard_errors_off``: directions that collinear
+    columns leave undetermined do not count), or, where standard errors do not exist (an exact
+    fit, as many parameters as rows, an L2 penalty), the train loss within ``rtol`` of the
+    optimum. ``max_epochs`` is then a ceiling, not a guess. Checked at the end of every training
+    epoch from the data's moments: no pass over rows. Every run also shows the live gap on the
+    progress bar (``train/gap``: the train loss's relative excess over the optimum), lessons
+    included.
 
     Parameters
     ----------
     rtol : float
-        Relative excess of the train loss over the optimum that counts as converged.
-    coef_rtol : float
-        Largest coefficient error, relative to the largest least-squares coefficient.
+        Relative excess of the train loss over the optimum that counts as converged where
+        standard errors do not exist.
+    se_tol : float
+        Largest distance of any coefficient from its least-squares value, in its standard errors.
     when : {"real_data", "always", "never"}
         When to stop: "real_data" (default) for CSV and bundled real sets, not for the lessons,
         whose runs show the textbook's epochs; "never" also turns the gap off.
     """
 
     def __init__(
-        self, rtol: float = 1e-4, coef_rtol: float = 1e-3, when: Literal["real_data", "always", "never"] = "real_data"
+        self, rtol: float = 1e-4, se_tol: float = 0.01, when: Literal["real_data", "always", "never"] = "real_data"
     ) -> None:
-        for name, value in (("rtol", rtol), ("coef_rtol", coef_rtol)):
+        for name, value in (("rtol", rtol), ("se_tol", se_tol)):
             if not value > 0:
                 raise InputError(f"StopAtOptimum {name}={value} must be > 0.")
-        self.rtol, self.coef_rtol, self.when = rtol, coef_rtol, when
+        self.rtol, self.se_tol, self.when = rtol, se_tol, when
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
         datamodule = trainer.datamodule
@@ -73,14 +79,14 @@ class StopAtOptimum(Callback):
             return
         reference = exact_reference(pl_module, datamodule)
         excess = reference["train_loss"] - reference["optimal_train_loss"]
-        floor = max(reference["optimal_train_loss"], NEGLIGIBLE_LOSS * reference["constant_train_loss"])
+        # The tiny floor: a constant target has an optimum and a constant model of loss 0.
+        floor = max(reference["optimal_train_loss"], NEGLIGIBLE_LOSS * reference["constant_train_loss"], _TINY)
         pl_module.log("train/gap", excess / floor, prog_bar=True, sync_dist=True)
         if self.when == "real_data" and not datamodule.real_data:
             return
-        if excess <= self.rtol * floor and reference["coefficient_error"] <= self.coef_rtol:
+        off = reference["standard_errors_off"]
+        if off <= self.se_tol if off is not None else excess <= self.rtol * floor:
             trainer.should_stop = True
             if trainer.is_global_zero:
-                print(
-                    f"reached the least-squares optimum at epoch {trainer.current_epoch} "
-                    f"(loss gap {excess / floor:.1e}, coefficient error {reference['coefficient_error']:.1e}): stopping"
-                )
+                closeness = f"within {off:.1e} standard errors" if off is not None else f"loss gap {excess / floor:.1e}"
+                print(f"reached the least-squares optimum at epoch {trainer.current_epoch} ({closeness}): stopping")

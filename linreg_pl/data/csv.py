@@ -59,6 +59,10 @@ class CSVSource(DataSource):
         decimal: Literal[".", ","] | None = None,
     ) -> None:
         self.path = Path(os.fspath(path)).expanduser()
+        try:
+            self.path.resolve()
+        except (OSError, RuntimeError):  # RuntimeError: Python 3.11's pathlib on a symlink loop
+            raise InputError(f"data.source.path='{path}' is a loop of symbolic links; give the file itself.") from None
         self.targets = [target] if isinstance(target, str) else list(target)
         if not self.targets:
             raise InputError("target=[] is empty: name at least one target column.")

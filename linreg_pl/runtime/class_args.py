@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from linreg_pl.runtime.parse_errors import read_config
+
 # Options that take a class, and where their short names live.
 CLASS_OPTIONS = {
     "data.source": ("linreg_pl",),
@@ -48,10 +50,10 @@ def class_layers(key: str, args: list[str], config_files: Iterable = (), first: 
         if flag in ("--config", "-c") and (layer := _from_file(key, Path(value))) is not None:
             layers.append(layer)
         elif flag == flag_name:
-            parsed = yaml.safe_load(value)
+            parsed = _scalar(value)
             layers.append(_layer(parsed) if isinstance(parsed, dict) else (value, {}))
         elif flag.startswith(flag_name + "."):
-            layers.append((None, {flag[len(flag_name) + 1 :].removeprefix("init_args."): yaml.safe_load(value)}))
+            layers.append((None, {flag[len(flag_name) + 1 :].removeprefix("init_args."): _scalar(value)}))
     return layers
 
 
@@ -79,12 +81,21 @@ def reset_flags(key: str, layers: list[Layer]) -> list[str]:
 def _from_file(key: str, path: Path) -> Layer | None:
     if not path.is_file():
         return None
-    value = yaml.safe_load(path.read_text()) or {}
+    value = read_config(path)  # an unreadable or malformed config ends here, in one line
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     if isinstance(value, str):
         return value, {}
     return _layer(value) if isinstance(value, dict) else None
+
+
+def _scalar(value: str):
+    """A flag's value as the parser reads it: YAML where it is YAML (``1.5``, ``[a, b]``), else the
+    text itself (``,`` is a YAML syntax error but a valid decimal mark)."""
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
 
 
 def _layer(spec: dict) -> Layer:
