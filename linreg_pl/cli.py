@@ -33,6 +33,7 @@ from linreg_pl.runtime.class_args import CLASS_OPTIONS, class_layers, reset_flag
 from linreg_pl.runtime.files import visible_name
 from linreg_pl.runtime.parse_errors import check_config_files, one_line
 from linreg_pl.runtime.runs import run_directory
+from linreg_pl.runtime.signals import Interrupted, stop_on_signals
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
@@ -219,7 +220,8 @@ def run_command(
     previous_hook = threading.excepthook
     threading.excepthook = _quiet_when_out_of_space(previous_hook)
     try:
-        command(args)
+        with stop_on_signals():
+            command(args)
     except InputError as error:
         if os.environ.get("LINREG_PL_VERBOSE"):
             raise
@@ -239,8 +241,15 @@ def run_command(
             f"{output_option}, or fix its permissions.",
             2,
         )
-    except KeyboardInterrupt:  # Ctrl-C before GracefulStop was in place: start-up, or after the run
-        _exit("error: interrupted (SIGINT) before training started; nothing was saved", 128 + signal.SIGINT)
+    except KeyboardInterrupt:  # Ctrl-C before stop_on_signals was in place (Lightning's own path re-raises it)
+        _exit("error: interrupted (SIGINT); nothing was saved", 128 + signal.SIGINT)
+    except Interrupted as stop:
+        if not stop.at_agreed_step:  # GracefulStop's stop has said what it saved
+            _exit(
+                f"error: interrupted ({signal.Signals(stop.signum).name}) outside a training step; nothing saved",
+                stop.code,
+            )
+        raise
     except SIGTERMException:  # a SystemExit without a code: it would exit 0
         sys.exit(128 + signal.SIGTERM)
     finally:

@@ -3,6 +3,8 @@
 By default it uses the data the checkpoint was trained on and scores its test split.
 """
 
+import _start  # noqa: F401, I001  (first: a signal while importing ends in one line too)
+
 from linreg_pl.cli import run_command
 from linreg_pl.serve import evaluate
 

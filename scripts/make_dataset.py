@@ -4,6 +4,8 @@ The files hold y = x @ w + b + noise (float32 columns x0..x{D-1}, y); ``DIR/trut
 and b. Memory stays bounded by one row group, whatever N.
 """
 
+import _start  # noqa: F401, I001  (first: a signal while importing ends in one line too)
+
 import argparse
 
 from linreg_pl.cli import run_command

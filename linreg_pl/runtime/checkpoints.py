@@ -65,10 +65,11 @@ class LastCheckpoint(Callback):
         if path is None or trainer.fast_dev_run or trainer.state.fn != "fit":
             return
         # trainer.save_checkpoint ends in a barrier: only safe where every rank raised at the same
-        # step (GracefulStop's Interrupted), or alone. Lightning's own interrupts reach the ranks
-        # at different steps.
+        # step (GracefulStop's Interrupted), or alone. Lightning's own interrupts, and a signal
+        # at start-up, reach the ranks at different moments.
         alone = trainer.world_size == 1
-        if not isinstance(exception, Interrupted) and not (alone and isinstance(exception, LIGHTNING_INTERRUPTS)):
+        agreed = isinstance(exception, Interrupted) and exception.at_agreed_step
+        if not agreed and not (alone and isinstance(exception, LIGHTNING_INTERRUPTS)):
             return
         trainer.save_checkpoint(path, weights_only=False)
         if trainer.is_global_zero:
