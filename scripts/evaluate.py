@@ -9,4 +9,4 @@ from linreg_pl.cli import run_command
 from linreg_pl.serve import evaluate
 
 if __name__ == "__main__":
-    run_command(evaluate)
+    run_command(evaluate, output_option="--output")

@@ -28,4 +28,4 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_command(main)
+    run_command(main, output_option="--out")

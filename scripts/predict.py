@@ -6,4 +6,4 @@ from linreg_pl.cli import run_command
 from linreg_pl.serve import predict
 
 if __name__ == "__main__":
-    run_command(predict)
+    run_command(predict, output_option="--output")
