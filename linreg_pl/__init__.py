@@ -6,13 +6,16 @@ from linreg_pl.data.streaming import ParquetSource, StreamingSource
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
+from linreg_pl.nets import MLP, LinearHead
 from linreg_pl.scaling import Scaling
 
 __all__ = [
     "CSVSource",
     "DataSource",
     "InputError",
+    "LinearHead",
     "LinearRegression",
+    "MLP",
     "MakeRegression",
     "ParquetSource",
     "Points",

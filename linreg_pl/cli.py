@@ -180,7 +180,7 @@ def train(args: list[str] | None = None) -> dict:
             )
         ckpt_path = resolve_checkpoint(cli.config.ckpt_path, trainer)
         if ckpt_path is not None:
-            check_matches(read_checkpoint(ckpt_path), ckpt_path, datamodule.n_features, datamodule.n_targets)
+            check_matches(read_checkpoint(ckpt_path), ckpt_path, model)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # The trained model itself is tested (and reported): the answer training reached, which is
         # the least-squares optimum once StopAtOptimum stops it. It is also last.ckpt.

@@ -1,11 +1,15 @@
-"""LinearRegression: ``nn.Linear`` trained on the mean squared error, with optional L1/L2 penalties.
+"""LinearRegression: a network (``nn.Linear`` by default) trained on the mean squared error, with
+optional L1/L2 penalties.
 
 The model takes and returns data in original units. The standardization fitted by the data
-module is stored in buffers (so a checkpoint alone predicts) and applied inside; the loss is
-computed in the standardized space, where gradient descent is well conditioned.
+module is stored in buffers (``nets.Standardizer``, so a checkpoint alone predicts) and applied
+around the network; the loss is computed in the standardized space, where gradient descent is well
+conditioned.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import lightning as L
 import numpy as np
@@ -17,6 +21,7 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, 
 
 from linreg_pl.errors import InputError
 from linreg_pl.exact.autosgd import AutoSGD
+from linreg_pl.nets import LinearHead, Standardizer
 from linreg_pl.scaling import Scaling
 
 
@@ -31,7 +36,7 @@ class R2(R2Score):
 
 
 class LinearRegression(L.LightningModule):
-    """y = x @ W.T + b fitted by minimising MSE + l2 * ||W||² + l1 * ||W||₁.
+    """y = net(x) fitted by minimising MSE + l2 * ||W||² + l1 * ||W||₁; by default net(x) = x @ W.T + b.
 
     Parameters
     ----------
@@ -39,6 +44,13 @@ class LinearRegression(L.LightningModule):
         Number of input columns (linked from the data module by the CLI).
     n_targets : int
         Number of outputs; several make a multi-output regression.
+    net : callable or nn.Module, optional
+        The network: a class or factory called as ``net(n_features, n_targets)`` (``--model.net
+        mynets.TwoLayer --model.net.hidden 32``), or an already built ``nn.Module`` (Python API: pass
+        it again to ``load_from_checkpoint``, as its code is not saved). It maps standardized
+        features to standardized targets. None means ``nets.LinearHead``, the
+        linear model that the exact reference, AutoSGD's "auto" step, the coefficient table and
+        the figures understand (``model.linear``); for any other network they step aside.
     optimizer : callable, optional
         ``params -> torch.optim.Optimizer``, injected from config (``--model.optimizer Adam
         --model.optimizer.lr 0.1``). None means ``AutoSGD``: gradient descent whose learning rate
@@ -48,7 +60,8 @@ class LinearRegression(L.LightningModule):
     l1, l2 : float
         Penalties on the weights only, never the bias (as scikit-learn's Lasso and Ridge), added
         to the *mean* squared error: ``l2`` equals Ridge's ``alpha / n_samples``. With
-        standardization on they act on the standardized weights.
+        standardization on they act on the standardized weights. For another network they act on
+        every weight matrix (each parameter of two or more dimensions), never on biases.
     feature_names, target_names : list of str, optional
         Column names, kept in the checkpoint for prediction by name.
     steps_per_batch : int
@@ -74,6 +87,7 @@ class LinearRegression(L.LightningModule):
         self,
         n_features: int,
         n_targets: int = 1,
+        net: Callable[[int, int], nn.Module] | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         l1: float = 0.0,
@@ -83,7 +97,11 @@ class LinearRegression(L.LightningModule):
         steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["net"] if isinstance(net, nn.Module) else None)
+        if not isinstance(self.hparams.get("net"), dict | None):
+            # Kept only as plain config (the CLI's class_path and init_args), which a checkpoint
+            # rebuilds without unpickling code; a Python object's weights are saved, its code is not.
+            self.remove_ignored_hparams(["net"])
         # Several steps per batch: Lightning's automatic optimization takes exactly one.
         self.automatic_optimization = steps_per_batch == 1
         for name, value in (("n_features", n_features), ("n_targets", n_targets)):
@@ -94,11 +112,8 @@ class LinearRegression(L.LightningModule):
                 raise InputError(f"model.{name}={value} must be >= 0 (it is a penalty weight).")
         # Kept as attributes too: hparams drop what cannot be pickled (a lambda, say).
         self.make_optimizer, self.make_lr_scheduler = optimizer, lr_scheduler
-        self.linear = nn.Linear(n_features, n_targets)
-        self.register_buffer("feature_mean", torch.zeros(n_features))
-        self.register_buffer("feature_scale", torch.ones(n_features))
-        self.register_buffer("target_mean", torch.zeros(n_targets))
-        self.register_buffer("target_scale", torch.ones(n_targets))
+        self.net = net if isinstance(net, nn.Module) else (net or LinearHead)(n_features, n_targets)
+        self.scaler = Standardizer(n_features, n_targets)
         metrics = MetricCollection(
             {
                 "mse": MeanSquaredError(),
@@ -113,12 +128,17 @@ class LinearRegression(L.LightningModule):
         # The epoch's training loss is summed on the device: no host sync and no self.log per step.
         self.register_buffer("_train_loss_sum", torch.zeros(()), persistent=False)
         self._train_rows = 0
-        self._scales_features = self._scales_target = False
         self._make_optimizer()  # a bad optimizer config fails here, before any run directory exists
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions in original units for features in original units."""
-        return self._standardized_output(x) * self.target_scale + self.target_mean
+        return self.scaler.to_original(self.net(self.scaler.features(x)))
+
+    @property
+    def linear(self) -> nn.Linear | None:
+        """The network when it is one linear layer (the default), else None: what the features
+        that only apply to a linear model read."""
+        return self.net if isinstance(self.net, nn.Linear) else None
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if self.automatic_optimization:
@@ -174,23 +194,11 @@ class LinearRegression(L.LightningModule):
 
     def set_scaling(self, scaling: Scaling) -> None:
         """Store the standardization applied to inputs and targets."""
-        for name in ("feature_mean", "feature_scale", "target_mean", "target_scale"):
-            getattr(self, name).copy_(torch.as_tensor(getattr(scaling, name)))
-        self._note_scaling()
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        self._note_scaling()
-        return result
+        self.scaler.scaling = scaling
 
     @property
     def scaling(self) -> Scaling:
-        return Scaling(
-            *(
-                getattr(self, n).double().cpu().numpy()
-                for n in ("feature_mean", "feature_scale", "target_mean", "target_scale")
-            )
-        )
+        return self.scaler.scaling
 
     def predict(self, features) -> np.ndarray:
         """Predictions (n, n_targets) in original units, from a NumPy array (n, n_features) or a
@@ -215,32 +223,27 @@ class LinearRegression(L.LightningModule):
         x = np.ascontiguousarray(features, dtype=np.float64)  # a column-reordered frame may be strided
         if x.ndim != 2 or x.shape[1] != self.hparams.n_features:
             raise InputError(f"features of shape {x.shape} given; the model needs (n, {self.hparams.n_features}).")
+        mean = self.scaler.feature_mean
         with torch.no_grad():
-            output = self(torch.as_tensor(x, dtype=self.linear.weight.dtype, device=self.linear.weight.device))
+            output = self(torch.as_tensor(x, dtype=mean.dtype, device=mean.device))
         return output.double().cpu().numpy()
 
     def learned_parameters(self) -> tuple[np.ndarray, np.ndarray]:
         """The weights (n_targets, n_features) and bias (n_targets,) in original units."""
+        if self.linear is None:
+            raise InputError(f"learned_parameters() needs a linear network, but model.net={type(self.net).__name__}.")
         weight = self.linear.weight.detach().double().cpu().numpy()
         bias = self.linear.bias.detach().double().cpu().numpy()
         return self.scaling.to_original_units(weight, bias)
 
-    def _note_scaling(self) -> None:
-        # Known once here rather than tested per step: an identity map costs no work in the loop.
-        self._scales_features = bool((self.feature_mean != 0).any() or (self.feature_scale != 1).any())
-        self._scales_target = bool((self.target_mean != 0).any() or (self.target_scale != 1).any())
-
-    def _standardized_output(self, x: torch.Tensor) -> torch.Tensor:
-        if self._scales_features:
-            x = (x - self.feature_mean) / self.feature_scale
-        return self.linear(x)
-
     def _objective(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = F.mse_loss(output, target)
-        if self.hparams.l2:
-            loss = loss + self.hparams.l2 * self.linear.weight.square().sum()
-        if self.hparams.l1:
-            loss = loss + self.hparams.l1 * self.linear.weight.abs().sum()
+        if self.hparams.l1 or self.hparams.l2:
+            weights = [p for p in self.net.parameters() if p.ndim > 1]  # for nn.Linear: W, not the bias
+            if self.hparams.l2:
+                loss = loss + self.hparams.l2 * sum(w.square().sum() for w in weights)
+            if self.hparams.l1:
+                loss = loss + self.hparams.l1 * sum(w.abs().sum() for w in weights)
         return loss
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -248,6 +251,13 @@ class LinearRegression(L.LightningModule):
             optimizer = (self.make_optimizer or AutoSGD)(self.parameters())
         except ValueError as error:  # torch's own check, e.g. "Invalid learning rate: -1"
             raise InputError(f"model.optimizer is invalid: {error}; fix its init_args.") from None
+        if isinstance(optimizer, AutoSGD) and self.linear is None:
+            if auto := [f"{n}='auto'" for n in ("lr", "momentum") if getattr(optimizer, f"auto_{n}")]:
+                raise InputError(
+                    f"model.optimizer.{' and '.join(auto)} (AutoSGD) takes its step from a linear model's curvature, "
+                    f"but model.net={type(self.net).__name__} is not linear; give numbers (--model.optimizer.lr 0.01 "
+                    "--model.optimizer.momentum 0.9) or another optimizer (--model.optimizer Adam)."
+                )
         if not all(group["lr"] > 0 for group in optimizer.param_groups):
             raise InputError(
                 f"model.optimizer.lr={optimizer.param_groups[0]['lr']} trains nothing; give a positive learning rate."
@@ -294,8 +304,7 @@ class LinearRegression(L.LightningModule):
 
     def _step(self, batch, stage: str) -> torch.Tensor | None:
         x, y = batch
-        output = self._standardized_output(x)
-        target = (y - self.target_mean) / self.target_scale if self._scales_target else y
+        output, target = self.net(self.scaler.features(x)), self.scaler.target(y)
         if stage == "train":
             loss = self._objective(output, target)
             self._train_loss_sum.add_(loss.detach(), alpha=len(x))
@@ -304,7 +313,7 @@ class LinearRegression(L.LightningModule):
                 self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
             return loss
         self.losses[stage].update(output, target)
-        self.metrics[stage].update(output * self.target_scale + self.target_mean, y)
+        self.metrics[stage].update(self.scaler.to_original(output), y)
         self.log(f"{stage}/loss", self.losses[stage], prog_bar=True, batch_size=len(x))
         self.log_dict(self.metrics[stage], batch_size=len(x))
         return None

@@ -133,7 +133,7 @@ def evaluate(args: list[str] | None = None) -> dict:
             f"'{cli.checkpoint_path}' was trained on features {trained}, but the data has no column(s) {missing}; "
             "give data with those columns."
         )
-    check_matches(cli.checkpoint, cli.checkpoint_path, datamodule.n_features, datamodule.n_targets)
+    check_matches(cli.checkpoint, cli.checkpoint_path, cli.model)
     _check_names(trained, datamodule.feature_names, cli.checkpoint_path)
     if config.split == "all":
         parts = [datamodule.arrays(split) for split in ("train", "val", "test")]

@@ -13,6 +13,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
 
+from linreg_pl.callbacks import not_linear
 from linreg_pl.callbacks.monitors import is_logged_step, tensorboard_logger
 from linreg_pl.callbacks.plots import fit_figure, landscape_figure, line_limits, pixels, prediction_figure, write_gif
 from linreg_pl.data.streaming import MAX_MATERIALIZED_ROWS
@@ -55,6 +56,7 @@ class FitFigures(Callback):
 
     For one target and one or two features it also draws the loss landscape with the optimizer's
     path (tag ``landscape``, ``landscape.png``), recording the parameters at every logged step.
+    A network other than the linear head has no line to draw: the callback then steps aside.
 
     Parameters
     ----------
@@ -84,6 +86,7 @@ class FitFigures(Callback):
             and isinstance(datamodule, RegressionDataModule)
             # Streamed files: drawn only while a split can be held in memory.
             and max(datamodule.split_sizes.values()) <= MAX_MATERIALIZED_ROWS
+            and not not_linear(trainer, pl_module, "fit snapshots and loss landscape")
         )
         if not self.active:
             return
@@ -129,7 +132,7 @@ class FitFigures(Callback):
         logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
         if logger is None or not trainer.is_global_zero or not isinstance(datamodule, RegressionDataModule):
             return
-        if max(datamodule.split_sizes.values()) > MAX_MATERIALIZED_ROWS:
+        if pl_module.linear is None or max(datamodule.split_sizes.values()) > MAX_MATERIALIZED_ROWS:
             return
         figure = draw_fit(drawn_splits(datamodule), datamodule, *pl_module.learned_parameters(), "tested model")
         logger.experiment.add_figure("fit/tested", figure, trainer.global_step, close=False)

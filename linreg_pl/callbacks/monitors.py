@@ -15,6 +15,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from linreg_pl.callbacks import not_linear
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.model import LinearRegression
 
@@ -39,7 +40,8 @@ class ParameterTrajectory(Callback):
     logged as constant series ``params_ref/lstsq/...`` and ``params_ref/true/...``; the CUSTOM
     SCALARS tab draws each parameter on one chart with its two references.
 
-    Past ``max_scalars`` parameters it logs a histogram of the weights per epoch instead.
+    Past ``max_scalars`` parameters it logs a histogram of the weights per epoch instead. A
+    network other than the linear head has no w and b: then only ``train/log10_loss`` is logged.
     """
 
     def __init__(self, max_scalars: int = 10) -> None:
@@ -48,7 +50,7 @@ class ParameterTrajectory(Callback):
 
     def on_train_start(self, trainer, pl_module: LinearRegression) -> None:
         logger = tensorboard_logger(trainer)
-        if logger is None or not trainer.is_global_zero:
+        if logger is None or not trainer.is_global_zero or not_linear(trainer, pl_module, "parameter trajectories"):
             return
         if not self._as_scalars(pl_module):
             self.on_train_epoch_end(trainer, pl_module)  # the histograms of the initial weights
@@ -77,14 +79,15 @@ class ParameterTrajectory(Callback):
 
     def on_train_epoch_end(self, trainer, pl_module: LinearRegression) -> None:
         logger = tensorboard_logger(trainer)
-        if logger is None or not trainer.is_global_zero or self._as_scalars(pl_module):
+        if logger is None or not trainer.is_global_zero or pl_module.linear is None or self._as_scalars(pl_module):
             return
         weight, bias = pl_module.learned_parameters()
         logger.experiment.add_histogram("params/weight", weight, trainer.global_step)
         logger.experiment.add_histogram("params/bias", bias, trainer.global_step)
 
     def _as_scalars(self, model: LinearRegression) -> bool:
-        return model.linear.weight.numel() + model.linear.bias.numel() <= self.max_scalars
+        linear = model.linear
+        return linear is not None and linear.weight.numel() + linear.bias.numel() <= self.max_scalars
 
 
 def parameter_scalars(model: LinearRegression) -> dict[str, float]:
@@ -190,7 +193,8 @@ class HyperparameterMetrics(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k in ("test/mse", "test/r2")}
         if self.val_loss is not None:
             metrics["val/loss"] = self.val_loss
-        params = {**self.training, "l1": pl_module.hparams.l1, "l2": pl_module.hparams.l2}
+        params = {**self.training, "net": type(pl_module.net).__name__}
+        params.update(l1=pl_module.hparams.l1, l2=pl_module.hparams.l2)
         if isinstance(trainer.datamodule, RegressionDataModule):
             params.update(data_hyperparameters(trainer.datamodule, trainer.world_size))
         # The metrics themselves are the scalars Lightning logged; the HPARAMS tab reads their last

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from sklearn import metrics
 
+from linreg_pl.callbacks import not_linear
 from linreg_pl.callbacks.plots import ridge_path_figure
 from linreg_pl.data.streaming import MAX_MATERIALIZED_ROWS
 from linreg_pl.datamodule import RegressionDataModule
@@ -40,7 +42,8 @@ class RunReport(Callback):
     testing ends (rank 0): learned, least-squares and true parameters side by side, the train loss
     against the exact optimum, the test metrics and the checkpoints; for real data also the
     least-squares inference (standard errors, t, p, intervals, R², F, AIC/BIC) and the closed-form
-    ridge (GCV) curve. ``summary`` keeps the dict. Configured with ``--report.*``.
+    ridge (GCV) curve. ``summary`` keeps the dict. Configured with ``--report.*``. A network other
+    than the linear head has no coefficients: its report keeps the test metrics alone.
 
     Parameters
     ----------
@@ -81,6 +84,7 @@ class RunReport(Callback):
         if not isinstance(datamodule, RegressionDataModule) or trainer.state.fn != "test" or trainer.sanity_checking:
             return
         test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        not_linear(trainer, pl_module, "the coefficient table and least-squares reference")
         self.summary = summarize(
             trainer, pl_module, datamodule, test_metrics, time.perf_counter() - self._start, self.method
         )
@@ -118,7 +122,8 @@ def summarize(
     method: str = "normal",
 ) -> dict:
     """Everything a user checks after a run, as plain JSON-ready values."""
-    weight, bias = model.learned_parameters()
+    linear = model.linear is not None
+    weight, bias = model.learned_parameters() if linear else (None, None)
     table = datamodule.table
     checkpoint = trainer.checkpoint_callback
     last = last_checkpoint_path(trainer)
@@ -132,10 +137,10 @@ def summarize(
             "features": bool(datamodule.standardize_features),
             "target": bool(datamodule.standardize_target),
         },
-        "learned": {"weight": weight.tolist(), "bias": bias.tolist()},
+        "learned": {"weight": weight.tolist(), "bias": bias.tolist()} if linear else None,
         "true": None,
         "test_metrics": {k: _json_number(v) for k, v in sorted(test_metrics.items())},
-        "test_by_target": _test_by_target(datamodule, weight, bias),
+        "test_by_target": _test_by_target(datamodule, (lambda x: x @ weight.T + bias) if linear else model.predict),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "wall_time_s": round(wall_time, 3),
@@ -145,8 +150,8 @@ def summarize(
         },
         "run_dir": _run_dir(trainer),
     }
-    summary["exact"] = exact_reference(model, datamodule, method)
-    if table.true_weight is not None:
+    summary["exact"] = exact_reference(model, datamodule, method) if linear else None
+    if table.true_weight is not None and linear:
         summary["true"] = {"weight": table.true_weight.tolist(), "bias": table.true_bias.tolist()}
         summary["max_abs_error_vs_true"] = float(
             max(np.abs(weight - table.true_weight).max(), np.abs(bias - table.true_bias).max())
@@ -224,14 +229,14 @@ def is_converged(excess: float, optimal_loss: float, constant_loss: float, stand
     return excess <= max(LARGE_GAP * optimal_loss, NEGLIGIBLE_EXCESS * constant_loss)
 
 
-def _test_by_target(datamodule: RegressionDataModule, weight: np.ndarray, bias: np.ndarray) -> dict[str, dict]:
+def _test_by_target(datamodule: RegressionDataModule, predict: Callable[[np.ndarray], np.ndarray]) -> dict[str, dict]:
     """Test metrics of each target in its own units (pooled metrics mix targets of other scales);
     empty for a streamed split too large to hold (the pooled test metrics still stand)."""
     split = datamodule.evaluated_split("test")
     if datamodule.split_sizes[split] > MAX_MATERIALIZED_ROWS:
         return {}
     x, y = datamodule.arrays(split)
-    predicted = x @ weight.T + bias
+    predicted = predict(x)
     return {name: scores(y[:, [t]], predicted[:, [t]]) for t, name in enumerate(datamodule.target_names)}
 
 
@@ -294,19 +299,8 @@ def format_report(summary: dict) -> str:
         f"in {summary['wall_time_s']:.1f} s",
         "",
     ]
-    columns = [("learned", summary["learned"])]
-    if summary["exact"]:
-        columns.append(("least squares", summary["exact"]))
-    if summary["true"]:
-        columns.append(("true", summary["true"]))
-    lines.append(f"{'parameter':<28}" + "".join(f"{name:>15}" for name, _ in columns))
-    for t, target in enumerate(summary["targets"]):
-        prefix = f"{target}: " if len(summary["targets"]) > 1 else ""
-        for f, feature in enumerate(summary["features"]):
-            values = "".join(f"{p['weight'][t][f]:>15.7g}" for _, p in columns)
-            lines.append(f"{prefix + 'w[' + feature + ']':<28}{values}")
-        lines.append(f"{prefix + 'b':<28}" + "".join(f"{p['bias'][t]:>15.7g}" for _, p in columns))
-    lines.append("")
+    if summary["learned"]:
+        lines += _coefficient_table(summary)
     if exact := summary["exact"]:
         lines.append(_gap_line(exact, summary["standardized"]["target"]))
     if "max_abs_error_vs_true" in summary:
@@ -330,6 +324,22 @@ def format_report(summary: dict) -> str:
 def _count(n: int, noun: str) -> str:
     """``1 epoch``, ``2 epochs``."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _coefficient_table(summary: dict) -> list[str]:
+    columns = [("learned", summary["learned"])]
+    if summary["exact"]:
+        columns.append(("least squares", summary["exact"]))
+    if summary["true"]:
+        columns.append(("true", summary["true"]))
+    lines = [f"{'parameter':<28}" + "".join(f"{name:>15}" for name, _ in columns)]
+    for t, target in enumerate(summary["targets"]):
+        prefix = f"{target}: " if len(summary["targets"]) > 1 else ""
+        for f, feature in enumerate(summary["features"]):
+            values = "".join(f"{p['weight'][t][f]:>15.7g}" for _, p in columns)
+            lines.append(f"{prefix + 'w[' + feature + ']':<28}{values}")
+        lines.append(f"{prefix + 'b':<28}" + "".join(f"{p['bias'][t]:>15.7g}" for _, p in columns))
+    return [*lines, ""]
 
 
 def _number(value: float | None) -> str:

@@ -11,6 +11,7 @@ import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
 
+from linreg_pl.callbacks import not_linear
 from linreg_pl.callbacks.report import exact_reference
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError, TrainingDiverged
@@ -51,7 +52,8 @@ class StopAtOptimum(Callback):
     optimum. ``max_epochs`` is then a ceiling, not a guess. Checked at the end of every training
     epoch from the data's moments: no pass over rows. Every run also shows the live gap on the
     progress bar (``train/gap``: the train loss's relative excess over the optimum), lessons
-    included.
+    included. A network other than the linear head has no least-squares optimum: it then steps
+    aside.
 
     Parameters
     ----------
@@ -73,9 +75,15 @@ class StopAtOptimum(Callback):
                 raise InputError(f"StopAtOptimum {name}={value} must be > 0.")
         self.rtol, self.se_tol, self.when = rtol, se_tol, when
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
+        if self.when != "never":
+            not_linear(trainer, pl_module, "StopAtOptimum")
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
         datamodule = trainer.datamodule
         if self.when == "never" or not isinstance(datamodule, RegressionDataModule) or pl_module.hparams.l1:
+            return
+        if pl_module.linear is None:  # no least-squares optimum to stop at
             return
         reference = exact_reference(pl_module, datamodule)
         excess = reference["train_loss"] - reference["optimal_train_loss"]

@@ -134,15 +134,23 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
-def check_matches(checkpoint: dict[str, Any], path: str | os.PathLike, n_features: int, n_targets: int) -> None:
-    """The checkpoint's linear layer must have the data's numbers of features and targets."""
-    weight = checkpoint["state_dict"].get("linear.weight")
-    if weight is None:
-        raise InputError(f"'{path}' is not a linreg_pl LinearRegression checkpoint (no linear.weight).")
-    if tuple(weight.shape) != (n_targets, n_features):
+def check_matches(checkpoint: dict[str, Any], path: str | os.PathLike, model: L.LightningModule) -> None:
+    """The checkpoint must hold a network of the same sizes and parameter shapes as ``model``'s
+    (built for this data and ``--model.net``)."""
+    saved = checkpoint["state_dict"]
+    if not any(key.startswith("net.") for key in saved):
+        raise InputError(f"'{path}' is not a linreg_pl LinearRegression checkpoint (no net.* weights).")
+    hparams, sizes = checkpoint.get("hyper_parameters") or {}, ("n_features", "n_targets")
+    if (trained := [hparams.get(k) for k in sizes]) != (wanted := [model.hparams[k] for k in sizes]):
         raise InputError(
-            f"'{path}' is a model of {weight.shape[1]} feature(s) and {weight.shape[0]} target(s), but the data "
-            f"has {n_features} feature(s) and {n_targets} target(s); use a checkpoint trained on this data."
+            f"'{path}' is a model of {trained[0]} feature(s) and {trained[1]} target(s), but the data has "
+            f"{wanted[0]} feature(s) and {wanted[1]} target(s); use a checkpoint trained on this data."
+        )
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("net.")}
+    if (found := {k: tuple(v.shape) for k, v in saved.items() if k.startswith("net.")}) != shapes:
+        raise InputError(
+            f"'{path}' holds another network (parameter shapes {found}) than model.net="
+            f"{type(model.net).__name__} ({shapes}); give the --model.net of the run that wrote it."
         )
 
 

@@ -26,6 +26,7 @@ CLASS_OPTIONS = {
     "data.source": ("linreg_pl",),
     "model.optimizer": ("torch.optim", "linreg_pl.exact.autosgd"),
     "model.lr_scheduler": ("torch.optim.lr_scheduler",),
+    "model.net": ("linreg_pl.nets", "torch.nn"),
 }
 
 Layer = tuple[str | None, dict]

@@ -29,12 +29,12 @@ def test_divergence_keeps_the_last_good_checkpoint(train_run, in_tmp):
     ):
         train_run(*growing_lr, "--trainer.max_epochs=5")
     last = torch.load(in_tmp / "logs/d2l/version_0/checkpoints/last.ckpt", weights_only=True)
-    assert last["epoch"] == 1 and torch.isfinite(last["state_dict"]["linear.weight"]).all()
+    assert last["epoch"] == 1 and torch.isfinite(last["state_dict"]["net.weight"]).all()
 
 
 def last_checkpoint_weights(run_root: Path, version: int) -> torch.Tensor:
     checkpoint = torch.load(run_root / f"version_{version}" / "checkpoints" / "last.ckpt", weights_only=True)
-    return torch.cat([checkpoint["state_dict"]["linear.weight"].ravel(), checkpoint["state_dict"]["linear.bias"]])
+    return torch.cat([checkpoint["state_dict"]["net.weight"].ravel(), checkpoint["state_dict"]["net.bias"]])
 
 
 # Small lr and many epochs: slow enough to be interrupted mid-run, deterministic from any epoch.
@@ -153,4 +153,4 @@ def test_resume_with_an_epoch_lr_scheduler_matches_the_uninterrupted_run(train_r
     resumed = train_run(*step_lr, "--trainer.max_epochs=4", "--trainer.logger.name=split", "--ckpt_path=last")
     a, b = (torch.load(s["checkpoints"]["last"], weights_only=True) for s in (whole, resumed))
     assert a["lr_schedulers"][0]["_last_lr"] == b["lr_schedulers"][0]["_last_lr"] == [0.03 * 0.5**4]
-    torch.testing.assert_close(a["state_dict"]["linear.weight"], b["state_dict"]["linear.weight"], atol=1e-7, rtol=0)
+    torch.testing.assert_close(a["state_dict"]["net.weight"], b["state_dict"]["net.weight"], atol=1e-7, rtol=0)

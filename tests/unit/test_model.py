@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from linreg_pl import InputError, LinearRegression, RegressionDataModule, Scaling, SyntheticLinear
+from linreg_pl import MLP, InputError, LinearHead, LinearRegression, RegressionDataModule, Scaling, SyntheticLinear
+from linreg_pl.exact.autosgd import AutoSGD
 
 
 def test_shapes_single_and_multi_output():
@@ -154,3 +155,65 @@ def test_lbfgs_with_several_steps_per_batch(fitted_cli):
 def test_several_steps_per_batch_refuse_trainer_gradient_clipping(train_run):
     with pytest.raises(InputError, match="data.steps_per_batch=4 runs several optimizer steps per batch"):
         train_run("--data.steps_per_batch=4", "--trainer.gradient_clip_val=1.0")
+
+
+def adam(params):
+    return torch.optim.Adam(params, lr=0.01)
+
+
+def test_a_built_network_is_used_as_is_with_the_standardization_around_it():
+    net = MLP(2, 1, hidden=(4,))
+    model = LinearRegression(n_features=2, net=net, optimizer=adam)
+    assert model.net is net and model.linear is None and "net" not in model.hparams
+    model.set_scaling(Scaling(np.array([1.0, -2.0]), np.array([2.0, 0.5]), np.array([10.0]), np.array([3.0])))
+    x = torch.randn(5, 2)
+    expected = net((x - torch.tensor([1.0, -2.0])) / torch.tensor([2.0, 0.5])) * 3.0 + 10.0
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_a_network_class_is_called_with_the_data_sizes_and_not_pickled_into_hparams():
+    model = LinearRegression(n_features=3, n_targets=2, net=MLP, optimizer=adam)
+    assert isinstance(model.net, MLP) and model.net(torch.zeros(1, 3)).shape == (1, 2)
+    assert "net" not in model.hparams  # a class would make the checkpoint unreadable with weights_only
+
+
+def test_the_default_network_is_the_linear_head():
+    model = LinearRegression(n_features=2)
+    assert isinstance(model.net, LinearHead) and model.linear is model.net
+    assert model.hparams.net is None
+
+
+def test_penalties_act_on_every_weight_matrix_of_a_network_never_on_biases():
+    torch.manual_seed(0)
+    model = LinearRegression(n_features=3, net=MLP(3, 1, hidden=(4,)), optimizer=adam, l1=0.1, l2=0.5)
+    x, y = torch.randn(16, 3), torch.randn(16, 1)
+    model.log = lambda *args, **kwargs: None  # outside a Trainer
+    loss = model.training_step((x, y), 0)
+    first, last = model.net[0], model.net[2]
+    weights = first.weight, last.weight
+    expected = ((model.net(x) - y) ** 2).mean() + sum(0.5 * (w**2).sum() + 0.1 * w.abs().sum() for w in weights)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_auto_step_needs_a_linear_network():
+    with pytest.raises(InputError, match=r"model.optimizer.lr='auto' and momentum='auto' \(AutoSGD\).*model.net=MLP"):
+        LinearRegression(n_features=2, net=MLP)
+    # A number is enough.
+    LinearRegression(n_features=2, net=MLP, optimizer=lambda p: AutoSGD(p, lr=0.01, momentum=0.9))
+
+
+def test_learned_parameters_need_a_linear_network():
+    model = LinearRegression(n_features=2, net=MLP(2, 1), optimizer=adam)
+    with pytest.raises(InputError, match="learned_parameters.. needs a linear network, but model.net=MLP"):
+        model.learned_parameters()
+    assert model.predict(np.zeros((3, 2))).shape == (3, 1)  # prediction works for any network
+
+
+def test_the_default_lesson_learns_what_it_learned_before_the_network_became_injectable(train_run):
+    # Recorded on main 92c9de5 (nn.Linear wired in) with `scripts/train.py --trainer.logger false
+    # --trainer.enable_checkpointing false`, and reproduced bit for bit after: same seed, same steps.
+    summary = train_run("--trainer.logger=false", "--trainer.enable_checkpointing=false")
+    np.testing.assert_allclose(summary["learned"]["weight"], [[2.000065565109253, -3.3998281955718994]], atol=1e-6)
+    np.testing.assert_allclose(summary["learned"]["bias"], [4.199859142303467], atol=1e-6)
+    # and it is the least-squares answer of its training rows, to SGD's last-step noise
+    np.testing.assert_allclose(summary["learned"]["weight"], summary["exact"]["weight"], atol=1e-3)

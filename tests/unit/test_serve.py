@@ -73,7 +73,8 @@ def test_predict_by_column_name_with_shuffled_columns_and_an_extra_one(csv_run, 
     model = LinearRegression.load_from_checkpoint(csv_run["checkpoints"]["last"], weights_only=True)
     x = torch.tensor(frame[["area_m2", "rooms", "age_years"]].to_numpy(), dtype=torch.float32)
     with torch.no_grad():
-        expected = model.linear((x - model.feature_mean) / model.feature_scale) * model.target_scale + model.target_mean
+        s = model.scaler
+        expected = model.linear((x - s.feature_mean) / s.feature_scale) * s.target_scale + s.target_mean
     np.testing.assert_allclose(written["price_k_predicted"], expected[:, 0].numpy(), rtol=1e-6)
 
 

@@ -80,6 +80,7 @@ def test_event_files_hold_scalars_figure_and_hparams(d2l_run):
         "optimizer",
         "lr",
         "lr_scheduler",
+        "net",
         "max_epochs",
         "batch_size",
         "l1",
@@ -89,7 +90,7 @@ def test_event_files_hold_scalars_figure_and_hparams(d2l_run):
         "standardize_target",
     }
     hparams = {k: v.string_value or v.number_value for k, v in session.hparams.items()}
-    assert hparams["optimizer"] == "SGD" and hparams["lr"] == pytest.approx(0.03)
+    assert hparams["optimizer"] == "SGD" and hparams["lr"] == pytest.approx(0.03) and hparams["net"] == "LinearHead"
     assert hparams["batch_size"] == 10 and hparams["max_epochs"] == 2
     assert hparams["source"] == "SyntheticLinear(n_samples=1000, noise=0.01)"
     assert "hp_metric" not in scalars
