@@ -207,10 +207,10 @@ def standard_errors_off(moments: Accumulator, parameters: tuple, ols: tuple) -> 
     if df_resid <= 0:
         return None
     rss, ols_rss = _residual_sums(moments, *parameters), _residual_sums(moments, *ols)
-    sigma2 = ols_rss / df_resid
-    if not (sigma2 > 1e-12 * _residual_sums(moments, np.zeros_like(ols[0]), moments.mean[moments.n_features :])).all():
-        return None  # an exact fit: every standard error is 0
-    return float(np.sqrt(np.maximum(rss - ols_rss, 0.0) / sigma2).max())
+    total = _residual_sums(moments, np.zeros_like(ols[0]), moments.mean[moments.n_features :])
+    if not (ols_rss > 1e-12 * total).all():
+        return None  # an exact fit (as exact_reference calls it): every standard error is 0
+    return float(np.sqrt(np.maximum(rss - ols_rss, 0.0) / (ols_rss / df_resid)).max())
 
 
 def _residual_sums(moments: Accumulator, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
