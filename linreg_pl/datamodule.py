@@ -305,6 +305,7 @@ class RegressionDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         # The Trainer, hence the precision the data will be held in, is known only now.
         check_range(self.table, self.dtype)
+        check_resolution(self.table, self.dtype)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -394,6 +395,43 @@ def _check_target_varies(y: np.ndarray, names: list[str]) -> None:
         raise InputError(
             f"the target is the same on every training row ({values}): there is nothing to learn; "
             "choose another target column with --data.source.target, or check the data."
+        )
+
+
+# A column whose values the dtype rounds in steps larger than this share of their spread.
+COARSEST_STEP = 0.01
+
+
+def check_resolution(table: Table, dtype: torch.dtype) -> None:
+    """Refuse columns that ``dtype`` cannot tell apart: a large offset and a small spread
+    (timestamps, 1.7e9 + [0, 1000)) round in float32 to steps of 128, and the model sees a few
+    distinct values. The data reach the model in ``dtype`` before its standardization, so
+    standardizing does not help; float64 does.
+
+    Examples
+    --------
+    >>> from linreg_pl import Points
+    >>> check_resolution(Points(x=[1.7e9, 1.7e9 + 500, 1.7e9 + 999], y=[0, 1, 2]).load(), torch.float64)
+    >>> check_resolution(Points(x=[1.7e9, 1.7e9 + 500, 1.7e9 + 999], y=[0, 1, 2]).load(), torch.float32)
+    Traceback (most recent call last):
+    ...
+    linreg_pl.errors.InputError: column(s) ['x'] vary by 408 around 1.7e+09, ...
+    """
+    if len(table.x) < 2:
+        return
+    values = np.hstack([table.x, table.y])
+    spread = values.std(axis=0)
+    step = np.spacing(np.abs(values).max(axis=0).astype(torch.empty(0, dtype=dtype).numpy().dtype))
+    coarse = (spread > 0) & (step > COARSEST_STEP * spread)
+    if coarse.any():
+        names = [name for name, bad in zip(table.feature_names + table.target_names, coarse, strict=True) if bad]
+        j = int(np.flatnonzero(coarse)[0])
+        center = float(np.mean(values[:, j]))
+        raise InputError(
+            f"column(s) {names} vary by {spread[j]:.3g} around {center:.3g}, which {str(dtype).removeprefix('torch.')} "
+            f"rounds in steps of {float(step[j]):.3g} ({float(step[j] / spread[j]):.0%} of that spread): training "
+            "cannot resolve them; train in float64 with --trainer.precision 64-true, or subtract the offset "
+            f"(e.g. {names[0]} - {center:.6g}) in the data."
         )
 
 

@@ -217,3 +217,17 @@ def test_steps_per_batch_groups_the_same_mini_batches_in_the_same_order():
 def test_steps_per_batch_must_be_positive():
     with pytest.raises(InputError, match="data.steps_per_batch=0 must be >= 1"):
         d2l(steps_per_batch=0)
+
+
+def test_an_offset_float32_cannot_resolve_is_refused_and_float64_reaches_least_squares(train_run, in_tmp):
+    rng = np.random.default_rng(0)
+    t = 1.7e9 + rng.uniform(0, 1000, 300)  # a timestamp: float32 rounds it in steps of 128
+    y = 0.01 * (t - 1.7e9) + rng.normal(size=300)
+    (in_tmp / "ts.csv").write_text("t,y\n" + "".join(f"{a:.17g},{b:.17g}\n" for a, b in zip(t, y, strict=True)))
+    source = ["--data.source=CSVSource", "--data.source.path=ts.csv", "--data.source.target=y"]
+    with pytest.raises(InputError, match=r"column\(s\) \['t'\] .* float32 rounds in steps of 128 .* 64-true"):
+        train_run(*source)
+    summary = train_run(*source, "--trainer.precision=64-true")
+    x_train, y_train = RegressionDataModule(CSVSource(in_tmp / "ts.csv", "y")).arrays("train")
+    weight, _ = lstsq_with_intercept(x_train - x_train.mean(axis=0), y_train)  # centred: well conditioned
+    assert summary["learned"]["weight"][0][0] == pytest.approx(weight[0, 0], rel=1e-6)
