@@ -28,7 +28,7 @@ from linreg_pl.callbacks.report import RunReport
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
-from linreg_pl.runtime.checkpoints import check_matches, read_checkpoint, resolve_checkpoint
+from linreg_pl.runtime.checkpoints import check_matches, check_resumable, read_checkpoint, resolve_checkpoint
 from linreg_pl.runtime.class_args import CLASS_OPTIONS, class_layers, reset_flags
 from linreg_pl.runtime.files import visible_name
 from linreg_pl.runtime.parse_errors import check_config_files, one_line
@@ -180,7 +180,10 @@ def train(args: list[str] | None = None) -> dict:
             )
         ckpt_path = resolve_checkpoint(cli.config.ckpt_path, trainer)
         if ckpt_path is not None:
-            check_matches(read_checkpoint(ckpt_path), ckpt_path, model)
+            checkpoint = read_checkpoint(ckpt_path)
+            check_matches(checkpoint, ckpt_path, model)
+            if cli.config.ckpt_path == "last":
+                check_resumable(checkpoint, ckpt_path, trainer, datamodule.hparams.get("source"))
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # The trained model itself is tested (and reported): the answer training reached, which is
         # the least-squares optimum once StopAtOptimum stops it. It is also last.ckpt.
