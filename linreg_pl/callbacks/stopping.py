@@ -74,8 +74,10 @@ class StopAtOptimum(Callback):
             if not value > 0:
                 raise InputError(f"StopAtOptimum {name}={value} must be > 0.")
         self.rtol, self.se_tol, self.when = rtol, se_tol, when
+        self._optimum: tuple[np.ndarray, np.ndarray] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
+        self._optimum = None  # a new fit may have other data
         if self.when != "never":
             not_linear(trainer, pl_module, "StopAtOptimum")
 
@@ -85,7 +87,9 @@ class StopAtOptimum(Callback):
             return
         if pl_module.linear is None:  # no least-squares optimum to stop at
             return
-        reference = exact_reference(pl_module, datamodule)
+        reference = exact_reference(pl_module, datamodule, optimum=self._optimum)
+        # The data, their scaling and the penalty are fixed for the run: one solve is enough.
+        self._optimum = np.array(reference["weight"]), np.array(reference["bias"])
         excess = reference["train_loss"] - reference["optimal_train_loss"]
         # The tiny floor: a constant target has an optimum and a constant model of loss 0.
         floor = max(reference["optimal_train_loss"], NEGLIGIBLE_LOSS * reference["constant_train_loss"], _TINY)

@@ -231,3 +231,15 @@ def test_an_offset_float32_cannot_resolve_is_refused_and_float64_reaches_least_s
     x_train, y_train = RegressionDataModule(CSVSource(in_tmp / "ts.csv", "y")).arrays("train")
     weight, _ = lstsq_with_intercept(x_train - x_train.mean(axis=0), y_train)  # centred: well conditioned
     assert summary["learned"]["weight"][0][0] == pytest.approx(weight[0, 0], rel=1e-6)
+
+
+def test_a_table_too_wide_for_the_exact_reference_is_refused_before_any_pass(train_run, in_tmp):
+    columns = [f"x{j}" for j in range(2000)]
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(300, 2001)).round(3)
+    (in_tmp / "wide.csv").write_text(
+        ",".join([*columns, "y"]) + "\n" + "\n".join(",".join(map(str, row)) for row in rows) + "\n"
+    )
+    with pytest.raises(InputError, match=r"2,000 feature columns, more than the 1,000 .* --data.source.features"):
+        train_run("--data.source=CSVSource", "--data.source.path=wide.csv", "--data.source.target=y")
+    assert not (in_tmp / "logs").exists()
