@@ -200,6 +200,14 @@ class GracefulStop(Callback):
                     f"error: rank {rank} (pid {child.pid}) ended with {_describe(returncode)}; rank 0 stops too",
                     file=sys.stderr,
                 )
+                raise SystemExit(1)  # the line says it all: no gloo traceback of this rank after it
+        if trainer.world_size > 1 and isinstance(exception, RuntimeError) and _PEER_LOST in str(exception):
+            print(f"error: rank {trainer.global_rank} lost a peer rank (it ended); stopping too", file=sys.stderr)
+            raise SystemExit(1)
+
+
+# How gloo reports a collective whose peer process has ended.
+_PEER_LOST = "Connection reset by peer"
 
 
 @contextlib.contextmanager
