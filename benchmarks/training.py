@@ -11,6 +11,8 @@ Rows, on the same in-memory data and seeds:
                   fit snapshots, a fixed cost per run), with
                   validation off so that every row does the same work
   3b              the same with --data.steps_per_batch K (the opt-in fast path)
+  3c              the same module and data under a bare Trainer (the same TensorBoard logger, no
+                  callbacks, no checkpointing): the rows 3 / 3c ratio is what our machinery costs
   4 sklearn       LinearRegression (exact) and SGDRegressor(penalty=None)
   5 exact solver  linreg_pl.exact.solvers (streaming float64 Gram, one pass)
   6 memory floor  one read of X
@@ -35,7 +37,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from linreg_pl.cli import TrainCLI
+from linreg_pl.cli import TrainCLI, ignore_third_party_warnings
 from linreg_pl.exact.solvers import Moments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,6 +183,30 @@ def lightning_run(case: Case, accelerator: str, steps_per_batch: int = 1):
     return timer.seconds, cli.model
 
 
+def bare_lightning_run(case: Case, accelerator: str):
+    """Row 3c: row 3's module and data module under a Trainer with nothing but the logger."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    with tempfile.TemporaryDirectory() as root:
+        cli = TrainCLI(cli_args(case, root, accelerator))
+        timer = EpochTimer()
+        trainer = L.Trainer(
+            max_epochs=case.epochs,
+            accelerator=accelerator,
+            devices=1,
+            logger=TensorBoardLogger(root, name="bare", default_hp_metric=False),
+            log_every_n_steps=cli.trainer.log_every_n_steps,
+            callbacks=[timer],
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+        )
+        trainer.fit(cli.model, datamodule=cli.datamodule)
+    return timer.seconds, cli.model
+
+
 def parameters(model) -> tuple[np.ndarray, np.ndarray]:
     if hasattr(model, "learned_parameters"):
         return model.learned_parameters()
@@ -218,6 +244,7 @@ def run_case(case: Case, accelerator: str, repeats: int, steps_per_batch: int) -
             lambda: lightning_run(case, accelerator, steps_per_batch),
             steps,
         ),
+        ("lightning_bare", "3c bare Trainer, same module", lambda: bare_lightning_run(case, accelerator), steps),
     ]
     if accelerator == "cpu":
         from sklearn.linear_model import LinearRegression as SkLinear
@@ -312,6 +339,7 @@ def main(args: list[str] | None = None) -> list[Row]:
     parser.add_argument("--epochs", type=int, help="override every case's number of epochs")
     parser.add_argument("--out", default="benchmark_results", help="folder for results.md and results.json")
     config = parser.parse_args(args)
+    ignore_third_party_warnings()  # Lightning's LeafSpec deprecation, once per Trainer
     L.seed_everything(0, verbose=False)
     rows = []
     accelerators = ["cpu"] + (["gpu"] if torch.cuda.is_available() else [])

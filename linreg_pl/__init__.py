@@ -1,7 +1,14 @@
 """linreg_pl: linear regression with PyTorch Lightning."""
 
 from linreg_pl.data.csv import CSVSource
-from linreg_pl.data.sources import DataSource, MakeRegression, Points, SklearnDataset, SyntheticLinear
+from linreg_pl.data.sources import (
+    DataSource,
+    MakeRegression,
+    Points,
+    SklearnDataset,
+    SyntheticCurve,
+    SyntheticLinear,
+)
 from linreg_pl.data.streaming import ParquetSource, StreamingSource
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
@@ -23,5 +30,6 @@ __all__ = [
     "Scaling",
     "SklearnDataset",
     "StreamingSource",
+    "SyntheticCurve",
     "SyntheticLinear",
 ]

@@ -15,12 +15,12 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import import_module
 from pathlib import Path
 
 from jsonargparse import ArgumentError
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
@@ -58,9 +58,8 @@ class LinearRegressionCLI(LightningCLI):
         # Parse errors are raised, not printed with the usage, so that run_command gives one line.
         kwargs.setdefault("parser_kwargs", {"default_config_files": files, "exit_on_error": False})
         # A progress bar only where someone watches: on a terminal. A log file gets the report alone.
-        kwargs.setdefault(
-            "trainer_defaults", {"enable_progress_bar": sys.stdout.isatty(), "enable_model_summary": False}
-        )
+        defaults = {"enable_progress_bar": sys.stdout.isatty(), "enable_model_summary": False}
+        kwargs["trainer_defaults"] = {**defaults, **kwargs.get("trainer_defaults", {})}
         super().__init__(
             LinearRegression,
             self.datamodule_class_for_cli,
@@ -165,9 +164,10 @@ def _callbacks_the_run_supports(trainer_config) -> list:
     return kept
 
 
-def train(args: list[str] | None = None) -> dict:
-    """Fit, then test the trained model; returns the summary the ``RunReport`` callback wrote."""
-    cli = TrainCLI(args)
+def train(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> dict:
+    """Fit, then test the trained model; returns the summary the ``RunReport`` callback wrote.
+    ``callbacks`` join the configured ones (a tuning trial's reporter) without entering config.yaml."""
+    cli = TrainCLI(args, trainer_defaults={"callbacks": list(callbacks)})
     trainer, model, datamodule = cli.trainer, cli.model, cli.datamodule
     # Claims version_N now (atomically; under ddp_spawn, fit and test run in fresh processes that
     # would otherwise each take the next free one) and removes it again if the run fails to start.
@@ -206,6 +206,8 @@ def ignore_third_party_warnings() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"tensorboard\..*")
     # A streamed dataset knows its length; Lightning warns about any IterableDataset that does.
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    # log_every_n_steps counts steps across epochs: a full-batch lesson logs every few epochs.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
 
 
 def run_command(

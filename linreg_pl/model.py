@@ -182,9 +182,12 @@ class LinearRegression(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         if not self.automatic_optimization:
             self._step_schedulers(plateau=False)
-        if self._train_rows > 0:
+        # At the epochs that validate, beside val/loss (a full-batch lesson's every epoch is a step).
+        validates = (self.current_epoch + 1) % (self.trainer.check_val_every_n_epoch or 1) == 0
+        if self._train_rows > 0 and validates:
             # Equal shards per process, so the mean of the processes' means is the global mean.
-            self.log("train/loss_epoch", self._train_loss_sum / self._train_rows, sync_dist=True)
+            loss = self._train_loss_sum / self._train_rows
+            self.log("train/loss_epoch", loss, sync_dist=self.trainer.world_size > 1)  # no collective alone
         self._train_loss_sum.zero_()
         self._train_rows = 0
 

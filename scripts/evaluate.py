@@ -5,8 +5,8 @@ By default it uses the data the checkpoint was trained on and scores its test sp
 
 import _start  # noqa: F401, I001  (first: a signal while importing ends in one line too)
 
-from linreg_pl.cli import run_command
-from linreg_pl.serve import evaluate
+
+from linreg_pl.commands import evaluate
 
 if __name__ == "__main__":
-    run_command(evaluate, output_option="--output")
+    evaluate()

@@ -2,8 +2,8 @@
 
 import _start  # noqa: F401, I001  (first: a signal while importing ends in one line too)
 
-from linreg_pl.cli import run_command
-from linreg_pl.serve import predict
+
+from linreg_pl.commands import predict
 
 if __name__ == "__main__":
-    run_command(predict, output_option="--output")
+    predict()

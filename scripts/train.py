@@ -5,7 +5,8 @@ configs/default.yaml (the d2l set) is applied first; ``--help`` lists every opti
 
 import _start  # noqa: F401, I001  (first: a signal while importing ends in one line too)
 
-from linreg_pl.cli import cli_main
+
+from linreg_pl.commands import train
 
 if __name__ == "__main__":
-    cli_main()
+    train()

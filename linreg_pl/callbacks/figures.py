@@ -4,6 +4,7 @@ landscape with the optimizer's path. Only rank 0 draws.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -11,11 +12,24 @@ import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
+from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard import SummaryWriter
 
 from linreg_pl.callbacks import not_linear
 from linreg_pl.callbacks.monitors import is_logged_step, tensorboard_logger
-from linreg_pl.callbacks.plots import fit_figure, landscape_figure, line_limits, pixels, prediction_figure, write_gif
+from linreg_pl.callbacks.plots import (
+    fit_figure,
+    fit_frames,
+    landscape_figure,
+    line_limits,
+    palette_images,
+    prediction_figure,
+    prediction_frames,
+    write_gif,
+)
 from linreg_pl.data.streaming import MAX_MATERIALIZED_ROWS
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
@@ -58,6 +72,9 @@ class FitFigures(Callback):
     path (tag ``landscape``, ``landscape.png``), recording the parameters at every logged step.
     A network other than the linear head has no line to draw: the callback then steps aside.
 
+    Training only records the parameters at the snapshot steps; the frames are drawn when training
+    ends (or is interrupted), the data and axes once for all of them.
+
     Parameters
     ----------
     n_snapshots : int
@@ -74,8 +91,8 @@ class FitFigures(Callback):
         self.n_snapshots, self.gif_fps = n_snapshots, gif_fps
         self.active = False
         self.steps, self.next_index, self.total_steps = np.zeros(0, np.int64), 0, 0
-        self.snapshot_steps: list[int] = []
-        self.frames: list[np.ndarray] = []  # the rendered snapshots, for the GIF
+        # The snapshots taken so far: (step, weight, bias) in original units, drawn at the end.
+        self.snapshots: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.path: list[np.ndarray] | None = None
 
     def on_train_start(self, trainer, pl_module: LinearRegression) -> None:
@@ -96,7 +113,7 @@ class FitFigures(Callback):
         self.total_steps = min(total, trainer.max_steps) if trainer.max_steps > 0 else total
         self.steps = snapshot_steps(self.total_steps, self.n_snapshots)
         self.next_index = 0
-        self.snapshot_steps, self.frames = [], []
+        self.snapshots = []
         self.splits = drawn_splits(datamodule)
         # One target axis for every frame, holding the data and the initial line.
         self.y_limits = (
@@ -115,18 +132,15 @@ class FitFigures(Callback):
             self.path.append(_flat_parameters(pl_module))
 
     def on_train_end(self, trainer, pl_module: LinearRegression) -> None:
-        if not self.active or not self.frames:
+        if not self.active or not self.snapshots:
             return
-        if self.snapshot_steps[-1] != trainer.global_step:  # stopped early, or between scheduled steps
+        if self.snapshots[-1][0] != trainer.global_step:  # stopped early, or between scheduled steps
             self._take(trainer, pl_module)
+        self._draw_snapshots(trainer)
         logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
-        run_dir = Path(logger.log_dir)
-        write_gif(run_dir / "fit.gif", self.frames, fps=self.gif_fps)
-        self.frames = []
         if self.path is not None and len(self.path) > 1:
             figure = draw_landscape(datamodule, np.array(self.path))
-            logger.experiment.add_figure("landscape", figure, trainer.global_step, close=False)
-            save_png(figure, run_dir / "landscape.png")
+            log_figure(logger, "landscape", figure, trainer.global_step, Path(logger.log_dir) / "landscape.png")
 
     def on_test_end(self, trainer, pl_module: LinearRegression) -> None:
         logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
@@ -135,23 +149,40 @@ class FitFigures(Callback):
         if pl_module.linear is None or max(datamodule.split_sizes.values()) > MAX_MATERIALIZED_ROWS:
             return
         figure = draw_fit(drawn_splits(datamodule), datamodule, *pl_module.learned_parameters(), "tested model")
-        logger.experiment.add_figure("fit/tested", figure, trainer.global_step, close=False)
-        save_png(figure, Path(logger.log_dir) / "fit.png")
+        log_figure(logger, "fit/tested", figure, trainer.global_step, Path(logger.log_dir) / "fit.png")
+
+    def on_exception(self, trainer, pl_module: LinearRegression, exception: BaseException) -> None:
+        # An interrupted run keeps the snapshots it reached in TensorBoard, as it did when they were
+        # drawn during training.
+        if self.active and self.snapshots:
+            self._draw_snapshots(trainer, gif=False)
 
     def _take(self, trainer: L.Trainer, model: LinearRegression) -> None:
-        """Draw the fit at this step into TensorBoard and keep the parameters for the GIF."""
+        """Record the parameters at this step: a snapshot, drawn when training ends."""
         step = trainer.global_step
         weight, bias = model.learned_parameters()
         if self.path is not None:
             self.path.append(np.concatenate([weight[0], bias]))
-        figure = draw_fit(self.splits, trainer.datamodule, weight, bias, self._title(step), y_limits=self.y_limits)
-        frame = pixels(figure)
-        plt.close(figure)
-        tensorboard_logger(trainer).experiment.add_image("fit", frame, step, dataformats="HWC")
-        self.snapshot_steps.append(step)
-        self.frames.append(frame)
+        self.snapshots.append((step, weight, bias))
         while self.next_index < len(self.steps) and self.steps[self.next_index] <= step:
             self.next_index += 1
+
+    def _draw_snapshots(self, trainer: L.Trainer, gif: bool = True) -> None:
+        """The recorded snapshots as TensorBoard images at their steps, and as fit.gif."""
+        snapshots, self.snapshots = self.snapshots, []
+        steps = [step for step, _, _ in snapshots]
+        frames = snapshot_frames(
+            self.splits,
+            trainer.datamodule,
+            [(weight, bias) for _, weight, bias in snapshots],
+            [self._title(step) for step in steps],
+            self.y_limits,
+        )
+        logger, images = tensorboard_logger(trainer), palette_images(frames)
+        for step, image in zip(steps, images, strict=True):
+            add_png(logger.experiment, "fit", image, step)
+        if gif:
+            write_gif(Path(logger.log_dir) / "fit.gif", images, fps=self.gif_fps)
 
     def _title(self, step: int) -> str:
         total = f" of {self.total_steps}" if math.isfinite(self.total_steps) else ""
@@ -193,6 +224,22 @@ def draw_fit(
     return prediction_figure(predictions, table.target_names, title, figure)
 
 
+def snapshot_frames(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    datamodule: RegressionDataModule,
+    parameters: list[tuple[np.ndarray, np.ndarray]],
+    titles: list[str],
+    y_limits: tuple[float, float] | None = None,
+) -> list[np.ndarray]:
+    """``draw_fit`` for each (weight, bias) of ``parameters``, as RGB frames drawn on one figure."""
+    table = datamodule.table
+    if datamodule.n_features == 1 and datamodule.n_targets == 1:
+        true = (table.true_weight, table.true_bias) if table.true_weight is not None else None
+        names = table.feature_names[0], table.target_names[0]
+        return fit_frames(splits, parameters, titles, *names, true, y_limits)
+    return prediction_frames(splits, parameters, table.target_names, titles)
+
+
 def draw_landscape(datamodule: RegressionDataModule, path: np.ndarray) -> Figure:
     """The MSE landscape of the training rows with the recorded path (k, d + 1) of (w, b)."""
     x, y = datamodule.arrays("train")
@@ -209,11 +256,25 @@ def draw_landscape(datamodule: RegressionDataModule, path: np.ndarray) -> Figure
     )
 
 
-def save_png(figure: Figure, path: Path) -> None:
-    """Save and close ``figure``, atomically."""
+def log_figure(logger: TensorBoardLogger, tag: str, figure: Figure, step: int, path: Path) -> None:
+    """Show ``figure`` in TensorBoard's IMAGES as ``tag`` and save it as the PNG ``path``, drawn
+    and encoded once for both, then close it."""
+    figure.canvas.draw()
+    png = add_png(logger.experiment, tag, Image.fromarray(np.asarray(figure.canvas.buffer_rgba())[..., :3]), step)
     with atomic_open(path) as file:
-        figure.savefig(file, format="png", dpi=100)
+        file.write(png)
     plt.close(figure)
+
+
+def add_png(writer: SummaryWriter, tag: str, image: Image.Image, step: int) -> bytes:
+    """``writer.add_image`` for a PIL image, PNG-encoded as it is (a palette image stays one);
+    returns the PNG."""
+    encoded = io.BytesIO()
+    image.save(encoded, format="PNG")
+    png = encoded.getvalue()
+    picture = Summary.Image(height=image.height, width=image.width, colorspace=3, encoded_image_string=png)
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
+    return png
 
 
 def _flat_parameters(model: LinearRegression) -> np.ndarray:

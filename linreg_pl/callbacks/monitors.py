@@ -74,8 +74,10 @@ class ParameterTrajectory(Callback):
 
     def on_train_end(self, trainer, pl_module: LinearRegression) -> None:
         logger = tensorboard_logger(trainer)
-        if logger is not None and trainer.is_global_zero and self.references:
-            logger.log_metrics(self.references, step=trainer.global_step)  # the constant lines span the run
+        if logger is None or not trainer.is_global_zero or not self._as_scalars(pl_module):
+            return
+        scalars = {} if is_logged_step(trainer) else parameter_scalars(pl_module)  # the walk ends at the end
+        logger.log_metrics({**scalars, **self.references}, step=trainer.global_step)  # the constant lines span the run
 
     def on_train_epoch_end(self, trainer, pl_module: LinearRegression) -> None:
         logger = tensorboard_logger(trainer)

@@ -12,6 +12,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from linreg_pl.callbacks import not_linear
+from linreg_pl.callbacks.monitors import is_logged_step
 from linreg_pl.callbacks.report import exact_reference
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError, TrainingDiverged
@@ -24,12 +25,17 @@ _TINY = float(np.finfo(np.float64).tiny)
 
 
 class DivergenceGuard(Callback):
-    """Stops at the first step whose loss is NaN or infinite, naming the epoch, the step, the
-    learning rate and what to try. Checkpoints written before it stay as they are."""
+    """Stops once the loss is NaN or infinite, naming the epoch, the step, the learning rate and
+    what to try. Checkpoints written before it stay as they are.
+
+    The loss is read on the host (a synchronisation on a GPU) only at the steps Lightning logs and
+    at the last batch of each epoch, before any checkpoint of that epoch is written: a diverged
+    model's loss stays non-finite, so the later look still sees it."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not is_logged_step(trainer) and batch_idx + 1 != trainer.num_training_batches:
+            return
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        # One host read per step: free on a CPU, one synchronisation per step on a GPU.
         if loss is None or math.isfinite(loss.item()):
             return
         last = last_checkpoint_path(trainer)
@@ -49,11 +55,13 @@ class StopAtOptimum(Callback):
     report's test, ``linreg_pl.callbacks.report.standard_errors_off``: directions that collinear
     columns leave undetermined do not count), or, where standard errors do not exist (an exact
     fit, as many parameters as rows, an L2 penalty), the train loss within ``rtol`` of the
-    optimum. ``max_epochs`` is then a ceiling, not a guess. Checked at the end of every training
-    epoch from the data's moments: no pass over rows. Every run also shows the live gap on the
-    progress bar (``train/gap``: the train loss's relative excess over the optimum), lessons
-    included. A network other than the linear head has no least-squares optimum: it then steps
-    aside.
+    optimum. ``max_epochs`` is then a ceiling, not a guess. Checked from the data's moments (no
+    pass over rows; the optimum is solved once per fit) at the end of the first epoch after each
+    ``check_every_n_steps`` steps: every epoch of a mini-batch run, every tenth of a full-batch
+    one. A network other than the linear head has no least-squares optimum: it then steps aside.
+    A run with a progress bar also shows the live gap there (``train/gap``: the train loss's
+    relative excess over the optimum), lessons included; a lesson without one (a log file)
+    computes nothing.
 
     Parameters
     ----------
@@ -65,18 +73,29 @@ class StopAtOptimum(Callback):
     when : {"real_data", "always", "never"}
         When to stop: "real_data" (default) for CSV and bundled real sets, not for the lessons,
         whose runs show the textbook's epochs; "never" also turns the gap off.
+    check_every_n_steps : int
+        Training steps between two checks, counted at the ends of epochs.
     """
 
     def __init__(
-        self, rtol: float = 1e-4, se_tol: float = 0.01, when: Literal["real_data", "always", "never"] = "real_data"
+        self,
+        rtol: float = 1e-4,
+        se_tol: float = 0.01,
+        when: Literal["real_data", "always", "never"] = "real_data",
+        check_every_n_steps: int = 10,
     ) -> None:
         for name, value in (("rtol", rtol), ("se_tol", se_tol)):
             if not value > 0:
                 raise InputError(f"StopAtOptimum {name}={value} must be > 0.")
+        if check_every_n_steps < 1:
+            raise InputError(f"StopAtOptimum check_every_n_steps={check_every_n_steps} must be an integer >= 1.")
         self.rtol, self.se_tol, self.when = rtol, se_tol, when
+        self.check_every_n_steps = check_every_n_steps
+        self._checked_step = 0
         self._optimum: tuple[np.ndarray, np.ndarray] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
+        self._checked_step = trainer.global_step
         self._optimum = None  # a new fit may have other data
         if self.when != "never":
             not_linear(trainer, pl_module, "StopAtOptimum")
@@ -87,14 +106,20 @@ class StopAtOptimum(Callback):
             return
         if pl_module.linear is None:  # no least-squares optimum to stop at
             return
+        stops = self.when == "always" or datamodule.real_data
+        if not stops and trainer.progress_bar_callback is None:
+            return  # nothing would use the answer
+        if trainer.global_step - self._checked_step < self.check_every_n_steps:
+            return
+        self._checked_step = trainer.global_step
         reference = exact_reference(pl_module, datamodule, optimum=self._optimum)
         # The data, their scaling and the penalty are fixed for the run: one solve is enough.
         self._optimum = np.array(reference["weight"]), np.array(reference["bias"])
         excess = reference["train_loss"] - reference["optimal_train_loss"]
         # The tiny floor: a constant target has an optimum and a constant model of loss 0.
         floor = max(reference["optimal_train_loss"], NEGLIGIBLE_LOSS * reference["constant_train_loss"], _TINY)
-        pl_module.log("train/gap", excess / floor, prog_bar=True, sync_dist=True)
-        if self.when == "real_data" and not datamodule.real_data:
+        pl_module.log("train/gap", excess / floor, prog_bar=True, sync_dist=trainer.world_size > 1)
+        if not stops:
             return
         off = reference["standard_errors_off"]
         if off <= self.se_tol if off is not None else excess <= self.rtol * floor:

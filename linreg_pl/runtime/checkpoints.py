@@ -41,13 +41,31 @@ def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
 
 
 class LastCheckpoint(Callback):
-    """Writes ``last.ckpt`` at the end of every epoch, and on Ctrl-C or SIGTERM before exiting.
+    """Writes ``last.ckpt`` at the end of the first epoch after each ``every_n_steps`` training
+    steps, at the end of training, and on Ctrl-C or SIGTERM before exiting.
+
+    Every epoch of a mini-batch run has more steps than that, so it is saved every epoch; a
+    full-batch lesson (one step per epoch, hundreds of epochs a second) every 50 epochs, where
+    a save per epoch took longer than the training itself. A process killed outright (SIGKILL)
+    loses at most those steps. The cadence counts steps, not seconds, so that every process of a
+    DDP run saves (a collective) at the same epoch.
 
     ``ModelCheckpoint(save_last=True)`` writes it only in epochs that improved the monitored
     metric, so a run resumed with ``--ckpt_path last`` could silently repeat epochs. A diverged
     run writes nothing: the last good checkpoint stays. At the start of fitting, rank 0 removes
     the partial files that a killed save left in the checkpoint directories of the run.
+
+    Parameters
+    ----------
+    every_n_steps : int
+        Training steps between two saves, counted at the ends of epochs.
     """
+
+    def __init__(self, every_n_steps: int = 50) -> None:
+        if every_n_steps < 1:
+            raise InputError(f"LastCheckpoint every_n_steps={every_n_steps} must be an integer >= 1.")
+        self.every_n_steps = every_n_steps
+        self._saved_step = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         last = last_checkpoint_path(trainer)
@@ -55,10 +73,22 @@ class LastCheckpoint(Callback):
             for directory in {p.parent for p in (last, trainer.ckpt_path and Path(trainer.ckpt_path)) if p}:
                 remove_stale_partials(directory)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._saved_step = trainer.global_step  # a resumed run counts from its checkpoint
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step - self._saved_step >= self.every_n_steps:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._saved_step:  # the trained model: what the report names
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
         path = last_checkpoint_path(trainer)
         if path is not None and not trainer.fast_dev_run and not trainer.sanity_checking:
             trainer.save_checkpoint(path, weights_only=False)
+            self._saved_step = trainer.global_step
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         path = last_checkpoint_path(trainer)
@@ -96,13 +126,13 @@ def remove_stale_partials(directory: str | os.PathLike) -> list[Path]:
     removed = []
     for partial in Path(directory).glob(f".*{PARTIAL_SUFFIX}"):
         pid = partial.name[: -len(PARTIAL_SUFFIX)].rpartition(".")[2]
-        if pid.isdigit() and not _is_alive(int(pid)):
+        if pid.isdigit() and not process_is_alive(int(pid)):
             partial.unlink(missing_ok=True)
             removed.append(partial)
     return removed
 
 
-def _is_alive(pid: int) -> bool:
+def process_is_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)  # signal 0: only checks that the process exists
     except ProcessLookupError:

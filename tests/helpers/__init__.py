@@ -56,6 +56,48 @@ def run_train(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300
     )
 
 
+def run_in_process(command, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """What a script of ``scripts/`` runs, ``run_command(command, ARGS)`` (``command`` e.g.
+    ``linreg_pl.cli.train``), in this process from ``cwd``: its exit status and output as a
+    subprocess would give them. For tests of what the command does, where a fresh interpreter
+    (seconds to import Lightning) is not what is tested."""
+    import contextlib
+    import io
+    import os
+
+    from linreg_pl.cli import run_command
+
+    stdout, stderr, previous = io.StringIO(), io.StringIO(), Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                run_command(command, list(args))
+                status = 0
+            except SystemExit as exit:
+                status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess([command.__name__, *args], status, stdout.getvalue(), stderr.getvalue())
+
+
+def train_in(directory: Path, *args: str) -> dict:
+    """The training entry run in-process from ``directory`` (for fixtures shared by several tests,
+    where the function-scoped ``train_run`` cannot serve): the summary."""
+    import os
+
+    from linreg_pl.cli import train
+
+    previous, argv = Path.cwd(), sys.argv
+    os.chdir(directory)
+    sys.argv = ["train.py"]  # pytest's own flags are not ours
+    try:
+        return train([*args, *QUIET])
+    finally:
+        os.chdir(previous)
+        sys.argv = argv
+
+
 def file_snapshot(folder: Path) -> dict[Path, bytes]:
     """Every file under ``folder`` with its bytes, to check later that a command changed none."""
     return {path: path.read_bytes() for path in sorted(Path(folder).rglob("*")) if path.is_file()}

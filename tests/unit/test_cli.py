@@ -10,7 +10,8 @@ import pytest
 import yaml
 from sklearn.linear_model import LinearRegression as ExactOLS
 
-from tests.helpers import CONFIGS, QUIET, script_command
+from linreg_pl.cli import train
+from tests.helpers import CONFIGS, QUIET, run_in_process, script_command
 
 DATA_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if p.name != "default.yaml")  # default.yaml: no data
 
@@ -28,8 +29,10 @@ def test_every_config_runs_with_fast_dev_run(train_run, config):
     assert np.isfinite(summary["test_metrics"]["test/mse"])
 
 
-def test_help_lists_data_model_trainer_and_checkpoint_options():
-    out = subprocess.run(script_command("train.py", "--help"), capture_output=True, text=True, check=True).stdout
+def test_help_lists_data_model_trainer_and_checkpoint_options(tmp_path):
+    result = run_in_process(train, "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    out = result.stdout
     for option in (
         "--config",
         "--print_config",
@@ -53,13 +56,8 @@ def test_help_lists_data_model_trainer_and_checkpoint_options():
 
 
 def test_print_config_prints_the_resolved_yaml(tmp_path):
-    result = subprocess.run(
-        script_command("train.py", "--config", str(CONFIGS / "csv.yaml"), "--print_config"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = run_in_process(train, "--config", str(CONFIGS / "csv.yaml"), "--print_config", cwd=tmp_path)
+    assert result.returncode == 0
     config = yaml.safe_load(result.stdout)
     assert config["data"]["source"]["class_path"] == "linreg_pl.data.csv.CSVSource"
     assert config["model"]["optimizer"]["class_path"] == "linreg_pl.exact.autosgd.AutoSGD"  # lr and momentum: auto
@@ -142,7 +140,7 @@ def test_user_errors_end_in_one_line_and_exit_2(tmp_path, args, message):
     (tmp_path / "logs" / "keep.txt").write_text("earlier work")
     (tmp_path / "keep.txt").write_text("a file, not a directory")
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    result = run_script(*args, "--trainer.enable_progress_bar=false", cwd=tmp_path)
+    result = run_in_process(train, *args, "--trainer.enable_progress_bar=false", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -5,6 +5,7 @@ from torch import nn
 
 from linreg_pl import MLP, LinearHead, Scaling
 from linreg_pl.nets import Standardizer
+from tests.helpers import CONFIGS
 
 
 def test_mlp_stacks_the_hidden_widths_with_the_activation_between():
@@ -56,3 +57,12 @@ def test_the_standardization_travels_in_the_state_dict():
 @pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
 def test_mlp_activations(activation):
     assert MLP(1, 1, hidden=(2,), activation=activation)(torch.ones(1, 1)).shape == (1, 1)
+
+
+def test_the_mlp_config_on_the_curve_lesson_beats_the_line(train_run):
+    common = ["--config", str(CONFIGS / "curve.yaml"), "--trainer.logger=false", "--trainer.enable_checkpointing=false"]
+    line = train_run(*common)
+    mlp = train_run(*common, "--config", str(CONFIGS / "model" / "mlp.yaml"), "--trainer.max_epochs=200")
+    assert mlp["test_metrics"]["test/mse"] < line["test_metrics"]["test/mse"] / 10
+    # the line is the least-squares line: what the curve costs a linear model, not a training failure
+    np.testing.assert_allclose(line["learned"]["weight"], line["exact"]["weight"], rtol=1e-4)

@@ -1,6 +1,5 @@
 """Use a trained model: evaluate and predict from a checkpoint, from the command line and Python."""
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,13 @@ import torch
 
 from linreg_pl import InputError, LinearRegression, Points, RegressionDataModule
 from linreg_pl.serve import evaluate, predict
-from tests.helpers import CONFIGS, script_command
+from tests.helpers import CONFIGS, run_in_process, train_in
 
 
-@pytest.fixture
-def csv_run(train_run):
-    return train_run("--config", str(CONFIGS / "csv.yaml"), "--trainer.max_epochs=30")
+@pytest.fixture(scope="module")
+def csv_run(tmp_path_factory):
+    """One CSV run shared by the tests of this module, which read its checkpoint and run directory."""
+    return train_in(tmp_path_factory.mktemp("csv"), "--config", str(CONFIGS / "csv.yaml"), "--trainer.max_epochs=30")
 
 
 def test_evaluate_reproduces_the_metrics_printed_at_the_end_of_training(csv_run, in_tmp):
@@ -95,14 +95,8 @@ def test_predict_multi_output(train_run, in_tmp):
 
 def test_missing_feature_column_is_named(csv_run, in_tmp):
     pd.read_csv(CONFIGS / "example.csv").drop(columns=["rooms"]).to_csv(in_tmp / "new.csv", index=False)
-    result = subprocess.run(
-        script_command(
-            "predict.py", "--ckpt_path", csv_run["checkpoints"]["last"], "--input", "new.csv", "--output", "p.csv"
-        ),
-        cwd=in_tmp,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_in_process(
+        predict, "--ckpt_path", csv_run["checkpoints"]["last"], "--input", "new.csv", "--output", "p.csv", cwd=in_tmp
     )
     assert result.returncode == 2 and "column 'rooms' is not in 'new.csv'" in result.stderr
     assert not (in_tmp / "p.csv").exists()

@@ -1,7 +1,6 @@
 """What a user sees in TensorBoard: read back with TensorBoard's own reader and its own server."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,25 +10,16 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
-from tests.helpers import CONFIGS, http_get, lstsq_with_intercept, tensorboard_server
+from tests.helpers import CONFIGS, http_get, lstsq_with_intercept, tensorboard_server, train_in
 
 
 @pytest.fixture(scope="module")
 def d2l_run(tmp_path_factory):
     """One short d2l run (2 epochs), shared by the tests of this module."""
-    from linreg_pl.cli import train
+    from linreg_pl.cli import ignore_third_party_warnings
 
-    directory = tmp_path_factory.mktemp("tb")
-    cwd = Path.cwd()
-    try:
-        import os
-
-        os.chdir(directory)
-        sys_argv, sys.argv = sys.argv, ["train.py"]
-        summary = train(["--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"])
-    finally:
-        sys.argv = sys_argv
-        os.chdir(cwd)
+    ignore_third_party_warnings()  # before the function-scoped fixture that applies it
+    summary = train_in(tmp_path_factory.mktemp("tb"), "--trainer.max_epochs=2")
     return Path(summary["run_dir"]), summary
 
 

@@ -50,7 +50,7 @@ def test_the_progress_bar_shows_the_live_gap_to_the_optimum(in_tmp, monkeypatch)
     from linreg_pl.cli import TrainCLI
 
     monkeypatch.setattr("sys.argv", ["train.py"])
-    cli = TrainCLI(["--trainer.max_epochs=2", "--trainer.logger=false"])
+    cli = TrainCLI(["--trainer.max_epochs=2", "--trainer.logger=false", "--trainer.enable_progress_bar=true"])
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     gap = cli.trainer.progress_bar_metrics["train/gap"]
     moments = cli.datamodule.train_moments()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from linreg_pl import CSVSource, InputError, MakeRegression, Points, SklearnDataset, SyntheticLinear
+from linreg_pl import CSVSource, InputError, MakeRegression, Points, SklearnDataset, SyntheticCurve, SyntheticLinear
 
 
 def test_synthetic_linear_follows_its_truth_and_seed():
@@ -38,6 +38,29 @@ def test_synthetic_uniform_stays_in_range_and_noise_has_its_std():
 def test_synthetic_rejects_impossible_parameters(kwargs, match):
     with pytest.raises(InputError, match=match):
         SyntheticLinear(**kwargs)
+
+
+def test_synthetic_curve_is_its_formula_plus_noise_of_its_std():
+    table = SyntheticCurve(n_samples=20000, low=-2.0, high=1.0, frequency=2.0, curvature=0.5, noise=0.3, seed=3).load()
+    x, y = table.x[:, 0], table.y[:, 0]
+    assert table.x.shape == table.y.shape == (20000, 1) and -2.0 <= x.min() and x.max() < 1.0
+    residual = y - (np.sin(2.0 * x) + 0.5 * x**2)
+    assert abs(residual.mean()) < 0.01 and residual.std() == pytest.approx(0.3, rel=0.02)
+    assert table.true_weight is None  # no line generated it
+    np.testing.assert_array_equal(SyntheticCurve(seed=3).load().y, SyntheticCurve(seed=3).load().y)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_samples=0), "n_samples=0 must be a positive integer"),
+        (dict(low=1.0, high=1.0), "low=1.0 must be below high=1.0"),
+        (dict(noise=-1.0), "noise=-1.0 must be >= 0"),
+    ],
+)
+def test_synthetic_curve_rejects_impossible_parameters(kwargs, match):
+    with pytest.raises(InputError, match=match):
+        SyntheticCurve(**kwargs)
 
 
 def test_points_one_and_several_columns():
@@ -232,16 +255,17 @@ CLI_CASES = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("content, args, match", CLI_CASES.values(), ids=CLI_CASES.keys())
 def test_bad_csv_ends_in_one_line_exit_2_and_touches_no_file(tmp_path, content, args, match):
-    from tests.helpers import assert_user_error, file_snapshot, run_train
+    from linreg_pl.cli import train
+    from tests.helpers import assert_user_error, file_snapshot, run_in_process
 
     write(tmp_path / "data.csv", content)
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "keep.txt").write_text("earlier work")
     before = file_snapshot(tmp_path)
-    result = run_train(
+    result = run_in_process(
+        train,
         "--data.source", "CSVSource", "--data.source.path", "data.csv", "--data.source.target", "y",
         "--trainer.enable_progress_bar", "false", *args, cwd=tmp_path,
     )  # fmt: skip

@@ -83,7 +83,10 @@ def test_make_regression_lesson_learns_scikit_learns_ols_answer(train_run):
         ([], {"class_path": "torch.optim.SGD", "lr": 0.03, "momentum": 0.0}),  # d2l over AutoSGD: no "auto" leaks
         (["--model.optimizer.lr=0.2"], {"class_path": "torch.optim.SGD", "lr": 0.2, "momentum": 0.0}),
         (["--model.optimizer=Adam"], {"class_path": "torch.optim.Adam", "lr": 0.001}),  # not the book's SGD lr
-        (["--data.source=CSVSource", "--model.optimizer.lr=0.1"], {"class_path": "linreg_pl.exact.autosgd.AutoSGD", "lr": 0.1}),
+        (
+            ["--data.source=CSVSource", "--model.optimizer.lr=0.1"],
+            {"class_path": "linreg_pl.exact.autosgd.AutoSGD", "lr": 0.1},
+        ),
     ],
 )
 def test_a_chosen_optimizer_gets_its_defaults_plus_what_was_given(in_tmp, monkeypatch, args, expected):

@@ -1,0 +1,53 @@
+"""Packaging: the console scripts that setup.cfg declares exist, and scripts/*.py call the same
+functions; the optional extras stay out of what training installs."""
+
+import ast
+import configparser
+
+import pytest
+
+from tests.helpers import ROOT
+
+COMMANDS = ("train", "evaluate", "predict", "tune", "export")
+
+
+def setup_cfg() -> configparser.ConfigParser:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    return config
+
+
+def console_scripts() -> dict[str, str]:
+    lines = setup_cfg()["options.entry_points"]["console_scripts"].strip().splitlines()
+    return dict(tuple(part.strip() for part in line.split("=")) for line in lines)
+
+
+def test_every_command_is_a_console_script_whose_target_imports():
+    scripts = console_scripts()
+    assert sorted(scripts) == sorted(f"linreg-{name}" for name in COMMANDS)
+    for name, target in scripts.items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(__import__(module, fromlist=[function]), function)), name
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_each_script_calls_its_console_script_function(name):
+    target = console_scripts()[f"linreg-{name}"]
+    module, _, function = target.partition(":")
+    tree = ast.parse((ROOT / "scripts" / f"{name}.py").read_text())
+    imported = {
+        (node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
+    called = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    assert (module, function) in imported and function in called
+
+
+def test_the_extras_are_optional_and_dev_holds_what_the_tests_need():
+    extras = setup_cfg()["options.extras_require"]
+    required = setup_cfg()["options"]["install_requires"].lower()
+    for package in ("optuna", "onnx", "pytest", "ruff"):
+        assert package not in required, package
+    assert "optuna-integration" in extras["tune"] and "onnxruntime" in extras["export"]
+    dev = extras["dev"]
+    for package in ("linreg_pl[tune,export]", "pytest-xdist", "statsmodels", "hypothesis", "ruff", "pre-commit"):
+        assert package in dev, package
