@@ -129,7 +129,7 @@ def test_values_float32_cannot_square_are_refused_once_the_precision_is_known(x,
 def test_the_range_limit_is_where_float32_sums_of_squares_overflow():
     # 4 rows: sqrt(float32 max / 4) = 9.2e18. Independent check: the float32 sum of squares itself.
     for value, refused in ((9e18, False), (1e19, True)):
-        y = [value, value, value, value]
+        y = [value, -value, value, value]  # not constant: a constant target is refused on its own
         assert torch.isinf(torch.tensor(y, dtype=torch.float32).square().sum()) == refused
         dm = RegressionDataModule(Points(x=[1, 2, 3, 4], y=y), val_fraction=0, test_fraction=0)
         if refused:
