@@ -235,8 +235,10 @@ def stop_on_signals(grace_s: float = 10.0) -> Iterator[None]:
     try:
         yield
     except Interrupted as stop:
-        # At an agreed step every rank is stopping already; else the signal reached this one alone.
-        _end_children(None if stop.at_agreed_step else stop.signum, grace_s)
+        # At an agreed step every rank is stopping already (and saving); else the signal reached
+        # this one alone, before anything worth saving: its ranks end now, before they notice
+        # (a rank waiting for this one in C++ would print a stack trace when it goes).
+        _end_children(grace_s if stop.at_agreed_step else 0)
         raise
     finally:
         for signum, handler in previous.items():
@@ -264,16 +266,12 @@ def _watch(reader: int, grace_s: float) -> None:
 def _exit_after_grace(signum: int, grace_s: float) -> None:
     name = signal.Signals(signum).name
     os.write(2, f"error: {name}: still running {grace_s:g} s after it; exiting (pid {os.getpid()})\n".encode())
-    _end_children(signum, 0)
+    _end_children(0)
     os._exit(128 + signum)
 
 
-def _end_children(signum: int | None, grace_s: float) -> None:
-    """Pass the signal (if any) on to this process's children, give them ``grace_s`` to end, then
-    kill them: no rank outlives its launcher."""
-    for pid in _children() if signum else []:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+def _end_children(grace_s: float) -> None:
+    """Give this process's children ``grace_s`` to end, then kill them: no rank outlives its launcher."""
     deadline = time.monotonic() + grace_s
     while (children := _children()) and time.monotonic() < deadline:
         time.sleep(0.05)

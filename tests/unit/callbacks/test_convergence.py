@@ -1,4 +1,4 @@
-""""Converged" is judged per coefficient, in its own standard errors: a small coefficient cannot
+"""Convergence is judged per coefficient, in its own standard errors: a small coefficient cannot
 hide behind a large one, and a direction collinear columns leave undetermined does not count."""
 
 import numpy as np
