@@ -228,7 +228,10 @@ def stop_on_signals(grace_s: float = 10.0) -> Iterator[None]:
     reader, writer = os.pipe()
     os.set_blocking(writer, False)
     previous_fd = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
-    watcher = threading.Thread(target=_watch, args=(reader, grace_s), daemon=True, name="linreg_pl-signal-watcher")
+    timers: list[threading.Timer] = []  # armed by the watcher; a block that ended in time disarms them
+    watcher = threading.Thread(
+        target=_watch, args=(reader, grace_s, timers), daemon=True, name="linreg_pl-signal-watcher"
+    )
     watcher.start()
     for signum in STOP_SIGNALS:
         signal.signal(signum, _raise_interrupted)
@@ -247,13 +250,16 @@ def stop_on_signals(grace_s: float = 10.0) -> Iterator[None]:
         os.close(writer)  # the watcher reads end-of-file and returns
         watcher.join()
         os.close(reader)
+        for timer in timers:
+            timer.cancel()
+            timer.join()
 
 
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def _watch(reader: int, grace_s: float) -> None:
+def _watch(reader: int, grace_s: float, timers: list[threading.Timer]) -> None:
     """Until the pipe closes: ``grace_s`` after a stop signal, if the process still runs, end it."""
     while data := os.read(reader, 16):
         signums = [s for s in data if s in STOP_SIGNALS]
@@ -261,6 +267,7 @@ def _watch(reader: int, grace_s: float) -> None:
             timer = threading.Timer(grace_s, _exit_after_grace, (signums[0], grace_s))
             timer.daemon = True
             timer.start()
+            timers.append(timer)
 
 
 def _exit_after_grace(signum: int, grace_s: float) -> None:

@@ -240,6 +240,8 @@ def test_a_run_in_process_gives_back_the_signal_handlers_it_found(in_tmp, monkey
     assert {signum: signal.getsignal(signum) for signum in before} == before
     assert not list(in_tmp.glob("logs/*/version_*"))  # the run that never started left no directory
     assert not [t for t in threading.enumerate() if t.name == "linreg_pl-signal-watcher"]
+    # No watchdog left armed either: it would end this (test) process seconds later.
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t.is_alive()]
 
 
 @pytest.mark.slow
