@@ -102,7 +102,7 @@ def run_training(data: str, mode: str, batch_size: int, steps_per_batch: int, nu
     result = {"rows": dm.split_sizes["train"], "prepare_s": prepare_s, "epoch_s": timer.seconds}
     start = time.perf_counter()
     moments = Moments.empty(dm.n_features, dm.n_targets)
-    for x, y in dm.train_chunks(0, 1):
+    for x, y, _ in dm.train_chunks(0, 1):
         moments = moments.merge(Moments.of(x, y))
     weight, _ = moments.solve()
     result["exact_pass_s"] = time.perf_counter() - start

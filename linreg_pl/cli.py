@@ -38,8 +38,9 @@ from linreg_pl.runtime.signals import Interrupted, stop_on_signals
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 DEFAULT_LESSON = PROJECT_ROOT / "configs" / "d2l.yaml"
-# What the data module tells the model: its shape, its column names and the fast path's setting.
-LINKED = ("n_features", "n_targets", "feature_names", "target_names", "steps_per_batch")
+# What the data module tells the model: its shape, its column names, the coding of categorical
+# columns and the fast path's setting.
+LINKED = ("n_features", "n_targets", "feature_names", "target_names", "encoding", "steps_per_batch")
 
 
 class LinearRegressionCLI(LightningCLI):

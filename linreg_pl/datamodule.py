@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from linreg_pl.data.encoding import Encoding
 from linreg_pl.data.sources import DataSource, Table
 from linreg_pl.data.streaming import StreamedSplits, StreamingSource
 from linreg_pl.errors import InputError
@@ -31,15 +32,15 @@ class MiniBatches:
     cache before they are used.
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, batch_size: int) -> None:
-        self.x, self.y, self.rows, self.batch_size = x, y, rows, batch_size
+    def __init__(self, tensors: tuple[torch.Tensor, ...], rows: torch.Tensor, batch_size: int) -> None:
+        self.tensors, self.rows, self.batch_size = tensors, rows, batch_size
 
     def __len__(self) -> int:
         return -(-len(self.rows) // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         for index in self.rows.split(self.batch_size):
-            yield self.x[index], self.y[index]
+            yield tuple(tensor[index] for tensor in self.tensors)
 
 
 class InMemoryBatches:
@@ -49,6 +50,7 @@ class InMemoryBatches:
     of a permutation common to all ranks (drawn from ``seed`` and the epoch), so every rank runs
     the same number of steps and a different remainder is dropped each epoch; for evaluation
     the rows are split in contiguous, unequal parts so that every row counts exactly once.
+    Batches are ``(x, y)``, or ``(x, y, weight)`` when ``weight`` (n,) is given.
     """
 
     def __init__(
@@ -63,8 +65,10 @@ class InMemoryBatches:
         world_size: int = 1,
         train: bool = True,
         steps_per_batch: int = 1,
+        weight: torch.Tensor | None = None,
     ) -> None:
-        self.x, self.y, self.shuffle, self.seed, self.epoch = x, y, shuffle, seed, epoch
+        self.x, self.shuffle, self.seed, self.epoch = x, shuffle, seed, epoch
+        self.tensors = (x, y) if weight is None else (x, y, weight)
         self.steps_per_batch = steps_per_batch
         self.rank, self.world_size, self.train = rank, world_size, train
         n = len(x)
@@ -78,7 +82,7 @@ class InMemoryBatches:
     def __len__(self) -> int:
         return -(-self.size // (self.batch_size * self.steps_per_batch))
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         if self.train:
             if self.shuffle:
                 generator = torch.Generator().manual_seed(self.seed + self.epoch())
@@ -89,16 +93,16 @@ class InMemoryBatches:
             if self.steps_per_batch == 1:
                 for start in range(0, self.size, self.batch_size):
                     index = rows[start : start + self.batch_size]
-                    yield self.x[index], self.y[index]
+                    yield tuple(tensor[index] for tensor in self.tensors)
                 return
             chunk = self.batch_size * self.steps_per_batch
             for start in range(0, self.size, chunk):
-                yield MiniBatches(self.x, self.y, rows[start : start + chunk], self.batch_size)
+                yield MiniBatches(self.tensors, rows[start : start + chunk], self.batch_size)
         else:
             # Contiguous slices are views: evaluation copies nothing.
             for start in range(self.start, self.start + self.size, self.batch_size):
                 stop = min(start + self.batch_size, self.start + self.size)
-                yield self.x[start:stop], self.y[start:stop]
+                yield tuple(tensor[start:stop] for tensor in self.tensors)
 
 
 class RegressionDataModule(L.LightningDataModule):
@@ -133,6 +137,9 @@ class RegressionDataModule(L.LightningDataModule):
         (gathered at once) and the model steps through them itself, which spreads Lightning's
         per-batch cost over them; the Trainer's gradient clipping and accumulation are then not
         available, and ``log_every_n_steps`` counts Lightning batches.
+    encoding : dict, optional
+        The coding of categorical columns (``linreg_pl.data.encoding``): a trained model's, which
+        evaluation applies to its data. Default: learned from the training split.
 
     Examples
     --------
@@ -153,6 +160,7 @@ class RegressionDataModule(L.LightningDataModule):
         batch_size: int | None = None,
         shuffle: bool = True,
         steps_per_batch: int = 1,
+        encoding: dict | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -176,14 +184,18 @@ class RegressionDataModule(L.LightningDataModule):
         if standardize_features is None:
             standardize_features = source.standardize_by_default
         self.standardize_features, self.standardize_target = standardize_features, standardize_target
-        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tensors: dict[str, tuple[torch.Tensor, ...]] = {}
         self._train_statistics: dict[str, Accumulator] = {}
+        self.encoder: Encoding | None = None
         if isinstance(source, StreamingSource):
             # Files larger than memory: one validating pass now, the rows stream when training.
-            self.stream: StreamedSplits | None = StreamedSplits(source, seed, val_fraction, test_fraction)
+            self.stream: StreamedSplits | None = StreamedSplits(source, seed, val_fraction, test_fraction, encoding)
+            self.encoder = source.encoding
             self.table = self.stream.table()
             check_width(len(self.table.feature_names))
             self.scaling = self.stream.scaling(standardize_features, standardize_target)
+            if self.encoder is not None:
+                self.save_hyperparameters({**self.hparams, "encoding": self.encoding})
             return
         self.stream = None
         self.table = source.load()
@@ -204,6 +216,23 @@ class RegressionDataModule(L.LightningDataModule):
             "val": np.sort(order[n_test : n_test + n_val]),
             "train": np.sort(order[n_test + n_val :]),
         }
+        if self.table.levels or encoding is not None:
+            # Levels from the training rows only, as the standardization: validation and test
+            # rows are data the model has not seen.
+            self.encoder = (
+                Encoding.from_config(encoding) if encoding else Encoding.fit(self.table, self.indices["train"])
+            )
+            self.table = self.encoder.expand(self.table, source.unseen_levels)
+            # Saved again with the learned levels: the checkpoint keeps them, and the logged
+            # hyper-parameters agree with the model's (linked) copy.
+            self.save_hyperparameters({**self.hparams, "encoding": self.encoding})
+            if not self.n_features:
+                raise InputError(
+                    f"no feature is left: the categorical column(s) {list(self.encoder.levels)} have one level "
+                    "in the training rows; add other features or rows."
+                )
+        if self.table.weight is not None and not self.table.weight[self.indices["train"]].sum() > 0:
+            raise InputError("the training rows' weights sum to 0; give some of them a positive weight.")
         if len(self.indices["train"]) < 2 and (standardize_features or standardize_target):
             raise InputError(
                 f"the training split has {len(self.indices['train'])} row of {n}; standardizing needs at least 2 to "
@@ -234,6 +263,15 @@ class RegressionDataModule(L.LightningDataModule):
         return list(self.table.target_names)
 
     @property
+    def encoding(self) -> dict | None:
+        """The coding of categorical columns in plain values (what the model keeps), or None."""
+        return self.encoder.config() if self.encoder is not None else None
+
+    @property
+    def weighted(self) -> bool:
+        return self.stream.weighted if self.stream is not None else self.table.weight is not None
+
+    @property
     def real_data(self) -> bool:
         """CSV files and bundled real sets, as opposed to the textbook lessons' synthetic data."""
         return self.source.standardize_by_default
@@ -258,8 +296,8 @@ class RegressionDataModule(L.LightningDataModule):
             # Every process reads every training row (in memory, or from the files): no merge
             # across processes, and every process gets the same answer.
             metric = ExactLeastSquares(self.n_features, self.n_targets, method, sync_on_compute=False)
-            for x, y in self.train_chunks():
-                metric.update(x, y)
+            for x, y, weight in self.train_chunks():
+                metric.update(x, y, weight)
             accumulator = metric.compute()
             if method == "qr":
                 accumulator = accumulator.refined(self.train_chunks())
@@ -279,18 +317,29 @@ class RegressionDataModule(L.LightningDataModule):
         index = self.indices[stage]
         return self.table.x[index], self.table.y[index]
 
-    def train_chunks(self, rank: int = 0, world_size: int = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def weights(self, stage: str) -> np.ndarray | None:
+        """The row weights (n,) of a split, aligned with ``arrays``; None when unweighted."""
+        if self.stream is not None:
+            return self.stream.weights(stage)
+        if self.table.weight is None:
+            return None
+        return self.table.weight[self.indices[stage]]
+
+    def train_chunks(
+        self, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """Process ``rank``'s share of the training rows as float64 chunks x (m, d), y (m, t) in
-        original units; each training row is in the share of exactly one rank (by default: all
-        rows, in chunks)."""
+        original units, with their weights (m,) or None; each training row is in the share of
+        exactly one rank (by default: all rows, in chunks)."""
         if self.stream is not None:
             yield from self.stream.chunks("train", rank, world_size)
             return
         x, y = self.arrays("train")
+        weight = self.weights("train")
         share = rank_share(len(x), rank, world_size)
         for start in range(share.start, share.stop, 65536):
             stop = min(start + 65536, share.stop)
-            yield x[start:stop], y[start:stop]
+            yield x[start:stop], y[start:stop], None if weight is None else weight[start:stop]
 
     def train_dataloader(self) -> InMemoryBatches | DataLoader:
         return self._batches("train", train=True)
@@ -336,7 +385,7 @@ class RegressionDataModule(L.LightningDataModule):
                 epoch=lambda: trainer.current_epoch if trainer is not None else 0,
                 steps_per_batch=self.steps_per_batch,
             )
-        x, y = self._device_tensors(split, device)
+        x, y, *weight = self._device_tensors(split, device)
         return InMemoryBatches(
             x,
             y,
@@ -348,18 +397,17 @@ class RegressionDataModule(L.LightningDataModule):
             world_size=world_size,
             train=train,
             steps_per_batch=self.steps_per_batch if train else 1,
+            weight=weight[0] if weight else None,
         )
 
-    def _device_tensors(self, split: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _device_tensors(self, split: str, device: torch.device) -> tuple[torch.Tensor, ...]:
         # Moved once and kept: on a GPU every batch is then a gather in device memory.
         cached = self._tensors.get(split)
         dtype = self.dtype
         if cached is None or cached[0].device != device or cached[0].dtype != dtype:
-            x, y = self.arrays(split)
-            cached = (
-                torch.as_tensor(x, dtype=dtype, device=device),
-                torch.as_tensor(y, dtype=dtype, device=device),
-            )
+            weight = self.weights(split)
+            arrays = self.arrays(split) if weight is None else (*self.arrays(split), weight)
+            cached = tuple(torch.as_tensor(array, dtype=dtype, device=device) for array in arrays)
             self._tensors[split] = cached
         return cached
 

@@ -17,26 +17,20 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import MetricCollection
 
 from linreg_pl.errors import InputError
 from linreg_pl.exact.autosgd import AutoSGD
+from linreg_pl.metrics import MeanAbsoluteError, MeanSquaredError, R2Score
 from linreg_pl.nets import LinearHead, Standardizer
 from linreg_pl.scaling import Scaling
 
 
-class R2(R2Score):
-    """R² that is NaN (reported as undefined) on fewer than two rows, where torchmetrics raises:
-    a one-row split is legal (a tiny CSV at the default fractions)."""
-
-    def compute(self) -> torch.Tensor:
-        if self.total < 2:
-            return torch.tensor(float("nan"), device=self.total.device)
-        return super().compute()
-
-
 class LinearRegression(L.LightningModule):
     """y = net(x) fitted by minimising MSE + l2 * ||W||² + l1 * ||W||₁; by default net(x) = x @ W.T + b.
+
+    Batches are ``(x, y)``, or ``(x, y, weight)`` for weighted least squares: the loss and the
+    validation and test metrics are then weighted means over the rows.
 
     Parameters
     ----------
@@ -64,6 +58,9 @@ class LinearRegression(L.LightningModule):
         every weight matrix (each parameter of two or more dimensions), never on biases.
     feature_names, target_names : list of str, optional
         Column names, kept in the checkpoint for prediction by name.
+    encoding : dict, optional
+        How categorical columns become ``feature_names`` (``linreg_pl.data.encoding``), linked from
+        the data module and kept in the checkpoint so that prediction applies the same coding.
     steps_per_batch : int
         Optimizer steps per Lightning batch (linked from the data module by the CLI). Above 1 the
         model steps through the batch's mini-batches itself (manual optimization).
@@ -94,6 +91,7 @@ class LinearRegression(L.LightningModule):
         l2: float = 0.0,
         feature_names: list[str] | None = None,
         target_names: list[str] | None = None,
+        encoding: dict | None = None,
         steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
@@ -119,7 +117,7 @@ class LinearRegression(L.LightningModule):
                 "mse": MeanSquaredError(),
                 "rmse": MeanSquaredError(squared=False),
                 "mae": MeanAbsoluteError(),
-                "r2": R2(),
+                "r2": R2Score(),
             }
         )
         self.metrics = nn.ModuleDict({s: metrics.clone(prefix=f"{s}/") for s in ("val", "test")})
@@ -221,6 +219,12 @@ class LinearRegression(L.LightningModule):
             if names is None:
                 raise InputError("this model has no saved feature names; pass an array with the training column order.")
             if missing := [name for name in names if name not in features.columns]:
+                if self.hparams.encoding:  # a frame of the columns as read: they need the coding first
+                    raise InputError(
+                        "this model codes categorical columns "
+                        f"{list(self.hparams.encoding['levels'])}; predict from a DataFrame of the columns as "
+                        "read with linreg_pl.serve.predict_frame(checkpoint, frame)."
+                    )
                 raise InputError(f"feature column(s) {missing} are missing; the model needs {names}.")
             features = features[names]
         x = np.ascontiguousarray(features, dtype=np.float64)  # a column-reordered frame may be strided
@@ -239,8 +243,11 @@ class LinearRegression(L.LightningModule):
         bias = self.linear.bias.detach().double().cpu().numpy()
         return self.scaling.to_original_units(weight, bias)
 
-    def _objective(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loss = F.mse_loss(output, target)
+    def _objective(self, output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        if weight is None:
+            loss = F.mse_loss(output, target)
+        else:  # the weighted mean over rows (and the plain mean over targets)
+            loss = (weight @ (output - target).square()).sum() / (weight.sum() * target.shape[1])
         if self.hparams.l1 or self.hparams.l2:
             weights = [p for p in self.net.parameters() if p.ndim > 1]  # for nn.Linear: W, not the bias
             if self.hparams.l2:
@@ -306,17 +313,18 @@ class LinearRegression(L.LightningModule):
         return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
 
     def _step(self, batch, stage: str) -> torch.Tensor | None:
-        x, y = batch
+        x, y, *weight = batch
+        weight = weight[0] if weight else None
         output, target = self.net(self.scaler.features(x)), self.scaler.target(y)
         if stage == "train":
-            loss = self._objective(output, target)
+            loss = self._objective(output, target, weight)
             self._train_loss_sum.add_(loss.detach(), alpha=len(x))
             self._train_rows += len(x)
             if self.automatic_optimization:
                 self.log("train/loss", loss, prog_bar=True, batch_size=len(x))
             return loss
-        self.losses[stage].update(output, target)
-        self.metrics[stage].update(self.scaler.to_original(output), y)
+        self.losses[stage].update(output, target, weight)
+        self.metrics[stage].update(self.scaler.to_original(output), y, weight=weight)
         self.log(f"{stage}/loss", self.losses[stage], prog_bar=True, batch_size=len(x))
         self.log_dict(self.metrics[stage], batch_size=len(x))
         return None

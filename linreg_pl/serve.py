@@ -6,6 +6,11 @@ Both are LightningCLI siblings of ``scripts/train.py``: the same ``--help``, ``-
 become the defaults of ``--model.*`` (and, for evaluation, of ``--data.*``: the data it was trained
 on), and its weights and standardization are loaded into the model. Predictions run in float64
 (``--trainer.precision 64-true`` by default), and every number written is float64.
+
+Categorical columns are coded as in training (the checkpoint keeps the levels), by column name.
+``predict --interval 0.95`` adds the confidence interval of the mean and the prediction interval of
+a new observation from the least-squares fit the checkpoint keeps (``RunReport``), as statsmodels'
+``get_prediction(...).summary_frame()``; ``predict_frame`` does the same from Python.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from torch.utils.data import DataLoader, TensorDataset
 from linreg_pl.callbacks.report import scores
 from linreg_pl.cli import LINKED, LinearRegressionCLI
 from linreg_pl.data.csv import numeric_columns, read_csv
+from linreg_pl.data.encoding import Encoding, UnseenLevels
+from linreg_pl.data.sources import checked_weights
 from linreg_pl.errors import InputError
+from linreg_pl.exact.statistics import prediction_intervals
 from linreg_pl.runtime.checkpoints import check_matches, read_checkpoint
 from linreg_pl.runtime.files import write_text_atomically
 
@@ -110,7 +118,9 @@ class EvaluateCLI(CheckpointCLI):
 
 class PredictCLI(CheckpointCLI):
     """``scripts/predict.py``: predictions of a checkpoint for the rows of a CSV file, in original
-    units, in columns ``<target>_predicted``; every input column is passed through."""
+    units, in columns ``<target>_predicted`` (with ``--interval``, also ``<target>_mean_lower``,
+    ``<target>_mean_upper``, ``<target>_lower`` and ``<target>_upper``); every input column is
+    passed through."""
 
     datamodule_class_for_cli = None
 
@@ -118,6 +128,18 @@ class PredictCLI(CheckpointCLI):
         super().add_arguments_to_parser(parser)
         parser.add_argument("--input", type=str, required=True, help="CSV file with the feature columns, by name.")
         parser.add_argument("--output", type=str, required=True, help="CSV file to write; replaced only once complete.")
+        parser.add_argument(
+            "--interval",
+            type=float | None,
+            default=None,
+            help="Add intervals of this level, e.g. 0.95: of the mean, and of a new observation.",
+        )
+        parser.add_argument(
+            "--unseen_levels",
+            type=UnseenLevels,
+            default="error",
+            help="A categorical level the training rows lack: an error, or the reference level.",
+        )
 
 
 def evaluate(args: list[str] | None = None) -> dict:
@@ -135,21 +157,22 @@ def evaluate(args: list[str] | None = None) -> dict:
         )
     check_matches(cli.checkpoint, cli.checkpoint_path, cli.model)
     _check_names(trained, datamodule.feature_names, cli.checkpoint_path)
-    if config.split == "all":
-        parts = [datamodule.arrays(split) for split in ("train", "val", "test")]
-        x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    else:
-        x, y = datamodule.arrays(config.split)
-        if not len(x):
-            raise InputError(f"--split {config.split} is empty for this data (its fraction is 0); use --split all.")
+    splits = ("train", "val", "test") if config.split == "all" else (config.split,)
+    parts = [datamodule.arrays(split) for split in splits]
+    x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    weight = np.concatenate([datamodule.weights(split) for split in splits]) if datamodule.weighted else None
+    if not len(x):
+        raise InputError(f"--split {config.split} is empty for this data (its fraction is 0); use --split all.")
     predicted = cli.predictions(x)
     result = {
         "checkpoint": str(Path(cli.checkpoint_path).resolve()),
         "dataset": datamodule.table.name,
         "split": config.split,
         "rows": len(x),
-        **scores(y, predicted),
-        "per_target": {name: scores(y[:, [t]], predicted[:, [t]]) for t, name in enumerate(datamodule.target_names)},
+        **scores(y, predicted, weight),
+        "per_target": {
+            name: scores(y[:, [t]], predicted[:, [t]], weight) for t, name in enumerate(datamodule.target_names)
+        },
     }
     write_text_atomically(output, json.dumps(result, indent=2) + "\n")
     print(
@@ -165,11 +188,11 @@ def predict(args: list[str] | None = None) -> Path:
     cli = PredictCLI(args)
     source, output = Path(cli.config.input), Path(cli.config.output)
     _check_output(output, [cli.checkpoint_path, source])
-    model = cli.model
-    names = model.hparams.feature_names or []
-    x = numeric_columns(read_csv(source, option="--input"), names, source, for_training=False).to_numpy(np.float64)
+    frame = read_csv(source, option="--input")
+    x = design_matrix(cli.checkpoint, frame, source, cli.config.unseen_levels)
     if not np.isfinite(x).all():
         rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        names = cli.checkpoint["hyper_parameters"].get("feature_names") or [f"x{j}" for j in range(x.shape[1])]
         columns = [name for name, finite in zip(names, np.isfinite(x).all(axis=0), strict=True) if not finite]
         raise InputError(
             f"--input '{source}' has infinite values in column(s) {columns} (data row {rows[0] + 1}"
@@ -183,13 +206,67 @@ def predict(args: list[str] | None = None) -> Path:
             f"the prediction for data row {row + 1} of --input '{source}' overflows float64; its features are far "
             "outside the training data's range: check that row."
         )
-    # Every input column passes through as the text it was in the file; only predictions are new.
-    frame = read_csv(source, option="--input", as_text=True)
-    for t, target in enumerate(model.hparams.target_names or [f"y{t}" for t in range(predicted.shape[1])]):
-        frame[f"{target}_predicted"] = [repr(float(value)) for value in predicted[:, t]]  # shortest exact
-    write_text_atomically(output, frame.to_csv(index=False))
+    columns = output_columns(cli.checkpoint, predicted, x, frame, source, cli.config.interval)
+    # Every input column passes through as the text it was in the file; only the new columns are numbers.
+    text = read_csv(source, option="--input", as_text=True)
+    text = text.assign(**{name: [repr(float(v)) for v in values] for name, values in columns.items()})  # shortest exact
+    write_text_atomically(output, text.to_csv(index=False))
     print(f"wrote {len(frame)} predictions to {output}")
     return output
+
+
+def predict_frame(
+    checkpoint_path: str | Path, frame, interval: float | None = None, unseen_levels: UnseenLevels = "error"
+):
+    """The Python API of ``scripts/predict.py``: a checkpoint's predictions for the rows of a pandas
+    DataFrame (feature columns by name, categorical ones coded as in training), as a DataFrame of
+    ``<target>_predicted`` (and, with ``interval``, the interval columns) aligned with ``frame``."""
+    import pandas as pd
+
+    from linreg_pl.model import LinearRegression
+
+    checkpoint = read_checkpoint(checkpoint_path)
+    model = LinearRegression.load_from_checkpoint(checkpoint_path, weights_only=True, map_location="cpu").double()
+    where = Path("the DataFrame")
+    x = design_matrix(checkpoint, frame, where, unseen_levels)
+    return pd.DataFrame(output_columns(checkpoint, model.predict(x), x, frame, where, interval), index=frame.index)
+
+
+def design_matrix(checkpoint: dict, frame, source: Path, unseen_levels: UnseenLevels = "error") -> np.ndarray:
+    """The model's float64 inputs for the rows of ``frame``: its feature columns by name, the
+    categorical ones coded with the checkpoint's levels."""
+    model = checkpoint["hyper_parameters"]
+    if model.get("encoding"):
+        return Encoding.from_config(model["encoding"]).design(frame, source, unseen_levels)
+    return numeric_columns(frame, model.get("feature_names") or [], source, for_training=False).to_numpy(np.float64)
+
+
+def output_columns(
+    checkpoint: dict, predicted: np.ndarray, x: np.ndarray, frame, source: Path, interval: float | None
+) -> dict[str, np.ndarray]:
+    """``<target>_predicted`` for each target and, with ``interval``, the least-squares fit's
+    ``<target>_mean_lower``, ``_mean_upper`` (the mean) and ``_lower``, ``_upper`` (a new
+    observation, of variance sigma² / w when ``frame`` holds the training weight column)."""
+    targets = checkpoint["hyper_parameters"].get("target_names") or [f"y{t}" for t in range(predicted.shape[1])]
+    columns = {f"{target}_predicted": predicted[:, t] for t, target in enumerate(targets)}
+    if interval is None:
+        return columns
+    fit = checkpoint.get("least_squares")
+    if fit is None:
+        raise InputError(
+            "--interval needs the least-squares fit that scripts/train.py saves in the checkpoints of a linear "
+            "model; this checkpoint has none (a non-linear --model.net, or trained without the run report)."
+        )
+    source_config = ((checkpoint.get("datamodule_hyper_parameters") or {}).get("source") or {}).get("init_args", {})
+    weight_column, weight = source_config.get("weight"), None
+    if weight_column is not None and weight_column in frame.columns:
+        values = numeric_columns(frame, [weight_column], source, for_training=False)[weight_column]
+        weight = checked_weights(values, f"weight column '{weight_column}' in '{source}'")
+    bands = prediction_intervals(fit, x, interval, weight)
+    for t, target in enumerate(targets):
+        for name in ("mean_lower", "mean_upper", "lower", "upper"):
+            columns[f"{target}_{name}"] = bands[name][:, t]
+    return columns
 
 
 def checkpoint_of(path: str) -> str:

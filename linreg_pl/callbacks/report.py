@@ -22,7 +22,13 @@ from linreg_pl.data.streaming import MAX_MATERIALIZED_ROWS
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.exact.solvers import Accumulator
-from linreg_pl.exact.statistics import SandwichMeat, format_coefficient_table, ols_inference, ridge_path
+from linreg_pl.exact.statistics import (
+    SandwichMeat,
+    format_coefficient_table,
+    least_squares_fit,
+    ols_inference,
+    ridge_path,
+)
 from linreg_pl.model import LinearRegression
 from linreg_pl.runtime.checkpoints import last_checkpoint_path
 from linreg_pl.runtime.files import write_text_atomically
@@ -44,6 +50,10 @@ class RunReport(Callback):
     least-squares inference (standard errors, t, p, intervals, R², F, AIC/BIC) and the closed-form
     ridge (GCV) curve. ``summary`` keeps the dict. Configured with ``--report.*``. A network other
     than the linear head has no coefficients: its report keeps the test metrics alone.
+
+    Every checkpoint also gets the least-squares fit's coefficients and covariance
+    (``checkpoint["least_squares"]``, ``linreg_pl.exact.statistics.least_squares_fit``): what
+    ``scripts/predict.py --interval`` needs.
 
     Parameters
     ----------
@@ -75,9 +85,19 @@ class RunReport(Callback):
         self.method, self.statistics, self.level, self.robust, self.l2_grid = method, statistics, level, robust, l2_grid
         self.summary: dict = {}
         self._start = time.perf_counter()
+        self._least_squares: dict | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
+        self._least_squares = None
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, RegressionDataModule) or pl_module.linear is None:
+            return  # intervals of a least-squares fit describe a linear model only
+        if self._least_squares is None:  # the training rows do not change during a fit
+            self._least_squares = least_squares_fit(datamodule.train_statistics(self.method))
+        checkpoint["least_squares"] = self._least_squares
 
     def on_test_end(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
         datamodule = trainer.datamodule
@@ -101,8 +121,8 @@ class RunReport(Callback):
         meat = None
         if self.robust:  # residuals and leverages are not in the sufficient statistics: a second pass
             sandwich = SandwichMeat(accumulator, sync_on_compute=False)
-            for x, y in datamodule.train_chunks():
-                sandwich.update(x, y)
+            for x, y, weight in datamodule.train_chunks():
+                sandwich.update(x, y, weight)
             meat = sandwich.compute()
         inference = ols_inference(accumulator, datamodule.feature_names, datamodule.target_names, self.level, meat=meat)
         ridge = ridge_path(accumulator, self.l2_grid, model.scaling)
@@ -243,7 +263,8 @@ def _test_by_target(datamodule: RegressionDataModule, predict: Callable[[np.ndar
         return {}
     x, y = datamodule.arrays(split)
     predicted = predict(x)
-    return {name: scores(y[:, [t]], predicted[:, [t]]) for t, name in enumerate(datamodule.target_names)}
+    row_weight = datamodule.weights(split)
+    return {name: scores(y[:, [t]], predicted[:, [t]], row_weight) for t, name in enumerate(datamodule.target_names)}
 
 
 def _json_number(value: float) -> float | None:
@@ -272,11 +293,13 @@ def write_summary(summary: dict) -> Path | None:
     return path
 
 
-def scores(y: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
-    """MSE, RMSE, MAE and R² in float64, averaged over targets; R² is None (undefined) below two rows."""
-    mse = float(metrics.mean_squared_error(y, predicted))
-    r2 = float(metrics.r2_score(y, predicted)) if len(y) > 1 else None
-    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(metrics.mean_absolute_error(y, predicted)), "r2": r2}
+def scores(y: np.ndarray, predicted: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float | None]:
+    """MSE, RMSE, MAE and R² in float64, averaged over targets and weighted by the rows' ``weight``
+    if given; R² is None (undefined) below two rows."""
+    mse = float(metrics.mean_squared_error(y, predicted, sample_weight=weight))
+    r2 = float(metrics.r2_score(y, predicted, sample_weight=weight)) if len(y) > 1 else None
+    mae = float(metrics.mean_absolute_error(y, predicted, sample_weight=weight))
+    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": mae, "r2": r2}
 
 
 def _gap_line(exact: dict, target_standardized: bool) -> str:

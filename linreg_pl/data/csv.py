@@ -19,13 +19,15 @@ import numpy as np
 from jsonargparse.typing import Path_fr
 from lightning.pytorch.utilities import rank_zero_only
 
-from linreg_pl.data.sources import DataSource, Table
+from linreg_pl.data.encoding import UnseenLevels, read_categorical
+from linreg_pl.data.sources import DataSource, Table, checked_weights
 from linreg_pl.errors import InputError
 
 
 class CSVSource(DataSource):
     r"""A CSV file with a header row: one or more target columns, every other column (or the
-    listed ones) as features.
+    listed ones) as features. A feature column that is not numeric is categorical (treatment
+    coding, ``linreg_pl.data.encoding``).
 
     Parameters
     ----------
@@ -36,7 +38,19 @@ class CSVSource(DataSource):
     target : str or list of str
         The target column name(s).
     features : list of str, optional
-        Feature columns; default: every column that is not a target.
+        Feature columns; default: every column that is not a target or the weight.
+    categorical : list of str, optional
+        Numeric feature columns to treat as categorical too (codes such as a year or a region
+        number); text columns always are. Each becomes one 0/1 column per level that the training
+        rows hold, except the first in sorted order (the reference), named ``column[T.level]``.
+    max_levels : int
+        The most levels a categorical column may have (more usually means an identifier column).
+    unseen_levels : {"error", "reference"}
+        A validation or test row (or, at evaluation, any row) whose level the training rows lack:
+        stop with an error naming it, or treat it as the reference level.
+    weight : str, optional
+        A column of row weights (finite, >= 0, not all 0): the loss, the metrics, the exact
+        solution and its inference become weighted least squares (statsmodels' WLS).
     drop_missing : bool
         Drop rows with missing values in the used columns instead of stopping with an error.
     delimiter : str, optional
@@ -54,6 +68,10 @@ class CSVSource(DataSource):
         path: Path_fr | str,
         target: str | list[str],
         features: list[str] | None = None,
+        categorical: list[str] | None = None,
+        max_levels: int = 1000,
+        unseen_levels: UnseenLevels = "error",
+        weight: str | None = None,
         drop_missing: bool = False,
         delimiter: str | None = None,
         decimal: Literal[".", ","] | None = None,
@@ -67,6 +85,12 @@ class CSVSource(DataSource):
         if not self.targets:
             raise InputError("target=[] is empty: name at least one target column.")
         self.features = None if features is None else list(features)
+        self.categorical = None if categorical is None else list(categorical)
+        if max_levels < 2:
+            raise InputError(f"max_levels={max_levels} must be >= 2 (a categorical column needs two levels to matter).")
+        if unseen_levels not in ("error", "reference"):
+            raise InputError(f"unseen_levels={unseen_levels!r} must be 'error' or 'reference'.")
+        self.max_levels, self.unseen_levels, self.weight = max_levels, unseen_levels, weight
         self.drop_missing = drop_missing
         self.delimiter = _checked_delimiter(delimiter)
         if decimal not in (None, ".", ","):
@@ -81,25 +105,42 @@ class CSVSource(DataSource):
     def load(self) -> Table:
         frame = read_csv(self.path, self.delimiter, self.decimal)
         columns = list(frame.columns)
-        for name in self.targets + (self.features or []):
+        weights = [self.weight] if self.weight is not None else []
+        for name in self.targets + (self.features or []) + weights:
             if name not in columns:
                 raise InputError(unknown_column_message(name, columns, self.path) + _one_column_hint(frame))
-        features = self.features if self.features is not None else [c for c in columns if c not in self.targets]
+        not_features = self.targets + weights
+        features = self.features if self.features is not None else [c for c in columns if c not in not_features]
         if overlap := sorted(set(features) & set(self.targets)):
             raise InputError(f"columns {overlap} are given both as features and as target; list each once.")
+        if self.weight in features + self.targets:
+            raise InputError(f"weight={self.weight!r} is also a feature or target column; a column has one role.")
         if not features:
             raise InputError(
                 f"CSV file '{self.path}' has no feature column besides the target {self.targets}."
                 + _one_column_hint(frame)
             )
         _check_not_empty(frame, features, self.targets, self.path)
-        used = numeric_columns(frame, features + self.targets, self.path, self.drop_missing)
+        for name in features:
+            if name not in (self.categorical or []) and _numbers_among_text(frame[name]):
+                # Numbers mixed with text ('n/a', a typo) or decimal commas: a broken numeric column, not levels.
+                try:
+                    numeric_columns(frame, [name], self.path)
+                except InputError as error:
+                    raise InputError(
+                        f"{error} If its values are levels rather than numbers, pass --data.source.categorical "
+                        f"\"['{name}']\"."
+                    ) from None
+        frame, levels = read_categorical(frame, features, self.categorical, self.max_levels, self.path)
+        used = numeric_columns(frame, features + self.targets + weights, self.path, self.drop_missing)
         return Table(
             name=self.path.stem,
             x=used[features].to_numpy(dtype=np.float64),
             y=used[self.targets].to_numpy(dtype=np.float64),
             feature_names=features,
             target_names=self.targets,
+            levels=levels or None,
+            weight=checked_weights(used[self.weight], f"weight column '{self.weight}'") if self.weight else None,
         )
 
 
@@ -245,8 +286,7 @@ def numeric_columns(frame, names: list[str], path: Path, drop_missing: bool = Fa
             hint = " (a decimal comma? pass --data.source.decimal ',')" if _COMMA_NUMBER.fullmatch(str(example)) else ""
             raise InputError(
                 f"column '{name}' in '{path}' is not numeric (e.g. {example!r} on data row "
-                f"{bad.index[0] + 1}{hint}); convert it to numbers"
-                + (" or leave it out with --data.source.features." if for_training else ".")
+                f"{bad.index[0] + 1}{hint}); convert it to numbers."
             )
     missing = used.isna().sum()
     if missing.any():
@@ -263,6 +303,16 @@ def numeric_columns(frame, names: list[str], path: Path, drop_missing: bool = Fa
                 "leave the emptiest column(s) out with --data.source.features, or fill them in."
             )
     return used
+
+
+def _numbers_among_text(column) -> bool:
+    """A text column some of whose values are numbers (or numbers with a decimal comma)."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(column):
+        return False
+    values = column.dropna().astype(str).str.strip()
+    return bool(pd.to_numeric(values, errors="coerce").notna().any() or values.str.fullmatch(_COMMA_NUMBER).any())
 
 
 def _check_not_empty(frame, features: list[str], targets: list[str], path: Path) -> None:

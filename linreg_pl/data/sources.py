@@ -23,7 +23,9 @@ class Table:
     """Features ``x`` (n, d) and targets ``y`` (n, t) as float64, with names and known truth.
 
     ``true_weight`` (t, d) and ``true_bias`` (t,) are the generating parameters when the source
-    knows them (synthetic sets), else None.
+    knows them (synthetic sets), else None. ``levels`` maps each categorical feature column, whose
+    ``x`` holds each row's index into them, to its sorted levels (``linreg_pl.data.encoding``).
+    ``weight`` (n,) holds the rows' weights for weighted least squares, None for equal weights.
     """
 
     name: str
@@ -33,6 +35,8 @@ class Table:
     target_names: list[str]
     true_weight: np.ndarray | None = None
     true_bias: np.ndarray | None = None
+    levels: dict[str, list] | None = None
+    weight: np.ndarray | None = None
 
 
 class DataSource:
@@ -44,6 +48,8 @@ class DataSource:
     """
 
     standardize_by_default = False
+    # What a categorical level that the training rows lack means in validation and test rows.
+    unseen_levels = "error"
 
     def __new__(cls, *args, **kwargs):
         # Keep the arguments as given, so that config() can describe the source in plain values.
@@ -203,6 +209,8 @@ class Points(DataSource):
         Targets: one number per row (one target) or one list per row.
     true_weight, true_bias : optional
         The parameters that generated the points, when known, to report beside the learned ones.
+    weight : list of float, optional
+        One weight per row for weighted least squares (finite, >= 0, not all 0).
 
     Examples
     --------
@@ -217,11 +225,15 @@ class Points(DataSource):
         y: list[float] | list[list[float]],
         true_weight: list[float] | list[list[float]] | None = None,
         true_bias: float | list[float] | None = None,
+        weight: list[float] | None = None,
     ) -> None:
         self.x = _as_rows(x, "x")
         self.y = _as_rows(y, "y")
         if len(self.x) != len(self.y):
             raise InputError(f"x has {len(self.x)} rows but y has {len(self.y)}: give one y per x.")
+        self.weight = None if weight is None else checked_weights(weight, "weight")
+        if self.weight is not None and len(self.weight) != len(self.x):
+            raise InputError(f"weight has {len(self.weight)} values but x has {len(self.x)} rows: give one per row.")
         self.true_weight = None if true_weight is None else _as_matrix(true_weight, "true_weight")
         self.true_bias = None if true_bias is None else np.atleast_1d(np.asarray(true_bias, float))
         if self.true_weight is not None and self.true_weight.shape != (self.y.shape[1], self.x.shape[1]):
@@ -240,6 +252,7 @@ class Points(DataSource):
             target_names=[f"y{i}" for i in range(n_targets)] if n_targets > 1 else ["y"],
             true_weight=self.true_weight,
             true_bias=self.true_bias,
+            weight=self.weight,
         )
 
 
@@ -319,6 +332,22 @@ class SklearnDataset(DataSource):
             feature_names=[str(n) for n in bunch.feature_names],
             target_names=[str(n) for n in target_names],
         )
+
+
+def checked_weights(values, name: str) -> np.ndarray:
+    """Row weights as float64 (n,): finite, >= 0, and not all zero (weighted least squares divides
+    by their sum)."""
+    try:
+        weight = np.asarray(values, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must hold numbers (row weights), got {values!r}.") from None
+    if bad := np.flatnonzero(~np.isfinite(weight) | (weight < 0)).tolist():
+        raise InputError(
+            f"{name} holds {weight[bad[0]]:g} on data row {bad[0] + 1}; row weights must be finite numbers >= 0."
+        )
+    if not weight.sum() > 0:
+        raise InputError(f"{name} sums to 0; give at least one row a positive weight.")
+    return weight
 
 
 def _plain(value):

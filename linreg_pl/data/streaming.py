@@ -43,6 +43,7 @@ from jsonargparse.typing import Path_fr, path_type
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from linreg_pl.data.csv import unknown_column_message
+from linreg_pl.data.encoding import Encoding, UnseenLevels, check_level_count
 from linreg_pl.data.sources import DataSource, Table
 from linreg_pl.errors import InputError
 from linreg_pl.exact.solvers import Moments
@@ -74,25 +75,40 @@ class Fragment:
 class StreamingSource(DataSource):
     """A source read in chunks: ``RegressionDataModule`` streams it instead of calling ``load()``.
 
-    Subclasses list their ``fragments()`` and ``read()`` them; ``feature_names`` and
-    ``target_names`` are known once constructed.
+    Subclasses list their ``fragments()`` and ``read()`` them; ``columns`` (the feature columns as
+    read), ``target_names`` and ``weight`` (the weight column, or None) are known once
+    constructed. Categorical ``columns`` are read as levels (``read_levels``) in a first pass,
+    which sets ``encoding``; ``feature_names`` are then the model's columns.
     """
 
     standardize_by_default = True
     name: str
-    feature_names: list[str]
+    columns: list[str]
     target_names: list[str]
+    weight: str | None = None
+    categorical: list[str] = []
+    max_levels: int = 1000
+    encoding: Encoding | None = None
     num_workers: int = 0
     chunk_rows: int = 65536
     shuffle_rows: int = 262144
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.encoding.feature_names if self.encoding is not None else list(self.columns)
 
     def fragments(self) -> list[Fragment]:
         raise NotImplementedError
 
     def read(self, fragment: Fragment, dtype: type = np.float32) -> Iterator[np.ndarray]:
-        """The fragment's rows in order, as column-major chunks (d + t, m): the feature columns, then
-        the targets. (Column-major because that is how files store them: filling a row-major
-        array column by column costs ten times more.)"""
+        """The fragment's rows in order, as column-major chunks (d + t, m), or (d + t + 1, m) with
+        a weight column: the model's feature columns (categorical ones coded by ``encoding``),
+        the targets, then the weights. (Column-major because that is how files store them:
+        filling a row-major array column by column costs ten times more.)"""
+        raise NotImplementedError
+
+    def read_levels(self, fragment: Fragment) -> Iterator[dict[str, np.ndarray]]:
+        """The fragment's values of the ``categorical`` columns, in chunks, by column name."""
         raise NotImplementedError
 
     def load(self) -> Table:
@@ -112,7 +128,18 @@ class ParquetSource(StreamingSource):
     target : str or list of str
         The target column name(s).
     features : list of str, optional
-        Feature columns; default: every column of the first file that is not a target.
+        Feature columns; default: every column of the first file that is not a target or the
+        weight.
+    categorical : list of str, optional
+        Numeric feature columns to treat as categorical too; columns of another type (text,
+        dictionary) always are (treatment coding, as ``CSVSource``). Their levels are those of the
+        training rows, collected in a first pass over these columns alone.
+    max_levels : int
+        The most levels a categorical column may have: the pass stops with an error beyond it.
+    unseen_levels : {"error", "reference"}
+        A validation or test row whose level the training rows lack: an error, or the reference.
+    weight : str, optional
+        A column of row weights (finite, >= 0): weighted least squares, as ``CSVSource``.
     format : {"parquet", "csv"}, optional
         The file format; default: from the file names (``.parquet``/``.pq``, ``.csv``/``.csv.gz``).
         CSV files need a header row; gzip is recognised by the ``.gz`` suffix.
@@ -131,11 +158,16 @@ class ParquetSource(StreamingSource):
         path: Path_fr | Path_dr | str,
         target: str | list[str],
         features: list[str] | None = None,
+        categorical: list[str] | None = None,
+        max_levels: int = 1000,
+        unseen_levels: UnseenLevels = "error",
+        weight: str | None = None,
         format: Literal["parquet", "csv"] | None = None,
         chunk_rows: int = 65536,
         shuffle_rows: int = 262144,
         num_workers: int = 0,
     ) -> None:
+        import pyarrow as pa
         import pyarrow.dataset as ds
 
         self.path = os.path.abspath(os.path.expanduser(os.fspath(path)))
@@ -150,20 +182,37 @@ class ParquetSource(StreamingSource):
         self.chunk_rows, self.shuffle_rows, self.num_workers = chunk_rows, shuffle_rows, num_workers
         self.files, self.root, self.format = _find_files(self.path, format)
         self.name = Path(self.root).name or "files"
-        first_columns = self._columns(self.files[0])
+        if max_levels < 2:
+            raise InputError(f"data.source.max_levels={max_levels} must be >= 2.")
+        if unseen_levels not in ("error", "reference"):
+            raise InputError(f"data.source.unseen_levels={unseen_levels!r} must be 'error' or 'reference'.")
+        self.max_levels, self.unseen_levels, self.weight = max_levels, unseen_levels, weight
+        types = self._types(self.files[0])
+        if weight is not None and weight not in types:
+            raise InputError(unknown_column_message(weight, list(types), self.files[0]))
         if features is None:
-            features = [c for c in first_columns if c not in targets]
+            features = [c for c in types if c not in targets and c != weight]
         if overlap := sorted(set(features) & set(targets)):
             raise InputError(f"columns {overlap} are given both as features and as target; list each once.")
+        if weight in features + targets:
+            raise InputError(
+                f"data.source.weight={weight!r} is also a feature or target column; a column has one role."
+            )
         if not features:
             raise InputError(f"'{self.files[0]}' has no feature column besides the target {targets}.")
-        self.feature_names, self.target_names = list(features), targets
+        if unknown := [name for name in categorical or [] if name not in features]:
+            raise InputError(f"data.source.categorical={unknown} names column(s) that are not features ({features}).")
+        self.columns, self.target_names = list(features), targets
+        self.categorical = [
+            name for name in features if name in (categorical or []) or (name in types and not _is_number(types[name]))
+        ]
         if self.format == "csv":
             from pyarrow import csv
 
-            # Every used column read as float64: type inference on the first block would turn a
+            # Every numeric column read as float64: type inference on the first block would turn a
             # column of integers that later holds 1.5 into a conversion error.
-            used = {name: "float64" for name in self.feature_names + self.target_names}
+            used = {name: "float64" for name in self.columns + self.target_names + ([weight] if weight else [])}
+            used.update({name: pa.string() for name in self.categorical})
             self.file_format = ds.CsvFileFormat(convert_options=csv.ConvertOptions(column_types=used))
         else:
             self.file_format = ds.ParquetFileFormat()
@@ -189,9 +238,34 @@ class ParquetSource(StreamingSource):
         return fragments
 
     def read(self, fragment: Fragment, dtype: type = np.float32) -> Iterator[np.ndarray]:
+        columns = self.columns + self.target_names + ([self.weight] if self.weight else [])
+        where = f"'{fragment.path}'"
+        for batch in self._batches(fragment, columns):
+            if self.encoding is None:  # numbers only: filled in place
+                matrix = np.empty((len(columns), batch.num_rows), dtype=dtype)
+                for j, column in enumerate(batch.columns):
+                    matrix[j] = column.to_numpy()
+                yield matrix
+                continue
+            blocks = [
+                self.encoding.dummies(name, column.to_numpy(zero_copy_only=False), self.unseen_levels, where).T
+                if name in self.encoding.levels
+                else column.to_numpy()[None, :]
+                for name, column in zip(columns, batch.columns, strict=True)
+            ]
+            yield np.vstack(blocks).astype(dtype, copy=False)
+
+    def read_levels(self, fragment: Fragment) -> Iterator[dict[str, np.ndarray]]:
+        for batch in self._batches(fragment, self.categorical):
+            yield {
+                name: column.to_numpy(zero_copy_only=False)
+                for name, column in zip(self.categorical, batch.columns, strict=True)
+            }
+
+    def _batches(self, fragment: Fragment, columns: list[str]):
+        """The fragment's record batches of ``columns``, refusing missing values."""
         import pyarrow as pa
 
-        columns = self.feature_names + self.target_names
         try:
             filesystem = pa.fs.LocalFileSystem()
             if fragment.row_group is None:
@@ -201,47 +275,45 @@ class ParquetSource(StreamingSource):
                     fragment.path, filesystem=filesystem, row_groups=[fragment.row_group]
                 )
             for batch in arrow_fragment.to_batches(columns=columns, batch_size=self.chunk_rows):
-                matrix = np.empty((len(columns), batch.num_rows), dtype=dtype)
-                for j, column in enumerate(batch.columns):
+                for name, column in zip(columns, batch.columns, strict=True):
                     if column.null_count:
                         raise InputError(
-                            f"column '{columns[j]}' in '{fragment.path}' has {column.null_count} missing "
+                            f"column '{name}' in '{fragment.path}' has {column.null_count} missing "
                             "value(s); fill them in or drop those rows."
                         )
-                    matrix[j] = column.to_numpy()
-                yield matrix
+                yield batch
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as error:
             raise InputError(f"'{fragment.path}' could not be read as {self.format}: {error}") from None
 
-    def _columns(self, path: str) -> list[str]:
+    def _types(self, path: str) -> dict:
+        """The file's column names and types (a CSV file's as inferred from its first block)."""
         if self.format == "parquet":
-            return list(self._parquet_metadata(path).schema.to_arrow_schema().names)
-        import pyarrow as pa
-        import pyarrow.dataset as ds
+            schema = self._parquet_metadata(path).schema.to_arrow_schema()
+        else:
+            import pyarrow as pa
+            import pyarrow.dataset as ds
 
-        try:
-            return list(
-                ds.CsvFileFormat().make_fragment(path, filesystem=pa.fs.LocalFileSystem()).physical_schema.names
-            )
-        except (pa.ArrowInvalid, OSError) as error:
-            raise InputError(f"'{path}' could not be read as csv (it needs a header row): {error}") from None
+            try:
+                schema = ds.CsvFileFormat().make_fragment(path, filesystem=pa.fs.LocalFileSystem()).physical_schema
+            except (pa.ArrowInvalid, OSError) as error:
+                raise InputError(f"'{path}' could not be read as csv (it needs a header row): {error}") from None
+        return dict(zip(schema.names, schema.types, strict=True))
 
     def _check_columns(self, path: str) -> None:
-        """Every used column present in the file, and numeric (CSV columns are checked as read)."""
-        import pyarrow as pa
-
+        """Every used column present in the file, and numeric unless categorical (CSV columns are
+        checked as read)."""
+        types = self._types(path)
+        numeric = [c for c in self.columns if c not in self.categorical] + self.target_names
+        for name in self.columns + self.target_names + ([self.weight] if self.weight else []):
+            if name not in types:
+                raise InputError(unknown_column_message(name, list(types), path))
         if self.format == "csv":
-            names, types = self._columns(path), None
-        else:
-            schema = self._parquet_metadata(path).schema.to_arrow_schema()
-            names, types = schema.names, dict(zip(schema.names, schema.types, strict=True))
-        for name in self.feature_names + self.target_names:
-            if name not in names:
-                raise InputError(unknown_column_message(name, names, path))
-            if types is not None and not (pa.types.is_integer(types[name]) or pa.types.is_floating(types[name])):
+            return
+        for name in numeric + ([self.weight] if self.weight else []):
+            if not _is_number(types[name]):
                 raise InputError(
-                    f"column '{name}' in '{path}' has type {types[name]}, not a number; convert it to "
-                    "numbers or leave it out with --data.source.features."
+                    f"column '{name}' in '{path}' has type {types[name]}, not a number; convert it to numbers"
+                    + (", or list it in --data.source.categorical." if name in self.columns else ".")
                 )
 
     @staticmethod
@@ -266,6 +338,9 @@ class StreamedSplits:
         Seed of the split hash and of the per-epoch shuffle.
     val_fraction, test_fraction : float
         Expected shares of the validation and test rows (see the module docstring).
+    encoding : dict, optional
+        The coding of the source's categorical columns (a trained model's); default: the levels
+        of the training rows, from a pass over those columns alone before the first pass.
 
     Attributes
     ----------
@@ -275,10 +350,20 @@ class StreamedSplits:
         Count, means and centred cross-products of the training rows [x, y], float64.
     """
 
-    def __init__(self, source: StreamingSource, seed: int, val_fraction: float, test_fraction: float) -> None:
+    def __init__(
+        self,
+        source: StreamingSource,
+        seed: int,
+        val_fraction: float,
+        test_fraction: float,
+        encoding: dict | None = None,
+    ) -> None:
         self.source, self.seed = source, seed
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.fragments = source.fragments()
+        self.weighted = source.weight is not None
+        if source.categorical or encoding:
+            source.encoding = Encoding.from_config(encoding) if encoding else self._training_levels()
         d, t = len(source.feature_names), len(source.target_names)
         self.counts = np.zeros((len(self.fragments), len(SPLITS)), dtype=np.int64)
         moments = Moments.empty(d, t)
@@ -288,7 +373,11 @@ class StreamedSplits:
                 _check_finite(columns, source, fragment, position)
                 codes = self.split_codes(fragment, position, columns.shape[1])
                 self.counts[i] += np.bincount(codes, minlength=len(SPLITS))
-                moments = moments.merge(_moments(np.take(columns, np.flatnonzero(codes == 0), axis=1), d))
+                train = np.take(columns, np.flatnonzero(codes == 0), axis=1)
+                if self.weighted:
+                    moments = moments.merge(Moments.of_rows(d, train[:-1].T, train[-1]))
+                else:
+                    moments = moments.merge(_moments(train, d))
                 position += columns.shape[1]
         self.train_moments = moments
         self.sizes = {split: int(self.counts[:, code].sum()) for code, split in enumerate(SPLITS)}
@@ -296,12 +385,31 @@ class StreamedSplits:
             raise InputError(
                 f"the files of '{source.name}' hold no training row; check them and the val/test fractions."
             )
+        if not moments.weight_sum > 0:
+            raise InputError(
+                f"the training rows' weights (column '{source.weight}') sum to 0; give some a positive weight."
+            )
         for split, fraction in (("val", val_fraction), ("test", test_fraction)):
             if fraction > 0 and self.sizes[split] == 0:
                 raise InputError(
                     f"data.{split}_fraction={fraction} drew no row out of {sum(self.sizes.values())}; raise it "
                     "or set it to 0."
                 )
+
+    def _training_levels(self) -> Encoding:
+        """The levels of the categorical columns in the training rows, from their values alone."""
+        source = self.source
+        found: dict[str, set] = {name: set() for name in source.categorical}
+        for fragment in self.fragments:
+            position = fragment.start
+            for values in source.read_levels(fragment):
+                rows = len(next(iter(values.values())))
+                train = self.split_codes(fragment, position, rows) == 0
+                position += rows
+                for name, column in values.items():
+                    found[name].update(np.unique(column[train]).tolist())
+                    check_level_count(name, len(found[name]), source.max_levels, fragment.path)
+        return Encoding(list(source.columns), {name: sorted(levels) for name, levels in found.items()})
 
     def split_codes(self, fragment: Fragment, start: int, rows: int) -> np.ndarray:
         """0 (train), 1 (val) or 2 (test) for the rows ``start, ..., start + rows - 1`` of a file."""
@@ -322,7 +430,7 @@ class StreamedSplits:
         """The standardization of the training rows, from the first pass's moments."""
         moments, d = self.train_moments, len(self.source.feature_names)
         identity = Scaling.identity(d, len(self.source.target_names))
-        std = np.sqrt(np.diag(moments.comoment) / moments.count)
+        std = np.sqrt(np.diag(moments.comoment) / moments.weight_sum)
         for wanted, names, scale, option in (
             (features, self.source.feature_names, std[:d], "standardize_features"),
             (target, self.source.target_names, std[d:], "standardize_target"),
@@ -373,26 +481,38 @@ class StreamedSplits:
                 if seen >= stop:
                     return
 
-    def chunks(self, split: str, rank: int, world_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """This process's share of a split in float64, original units, file order."""
-        n, d = self.sizes[split], len(self.source.feature_names)
+    def chunks(
+        self, split: str, rank: int, world_size: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """This process's share of a split in float64, original units, file order: x, y and the
+        rows' weights (None when unweighted)."""
+        n, d, t = self.sizes[split], len(self.source.feature_names), len(self.source.target_names)
         for columns in self.rows(
             split, self.order(0, False), n * rank // world_size, n * (rank + 1) // world_size, np.float64
         ):
-            yield columns[:d].T, columns[d:].T
+            yield columns[:d].T, columns[d : d + t].T, columns[d + t] if self.weighted else None
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """A whole split in float64, for callers that need one; at most ``MAX_MATERIALIZED_ROWS``."""
+        pieces = self._materialized(split)
+        d, t = len(self.source.feature_names), len(self.source.target_names)
+        if not pieces:
+            return np.empty((0, d)), np.empty((0, t))
+        return np.concatenate([x for x, _, _ in pieces]), np.concatenate([y for _, y, _ in pieces])
+
+    def weights(self, split: str) -> np.ndarray | None:
+        """The row weights of a split, aligned with ``arrays``; None when unweighted."""
+        if not self.weighted:
+            return None
+        return np.concatenate([w for _, _, w in self._materialized(split)] or [np.empty(0)])
+
+    def _materialized(self, split: str) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         if self.sizes[split] > MAX_MATERIALIZED_ROWS:
             raise InputError(
                 f"the {split} split has {self.sizes[split]} rows, more than the {MAX_MATERIALIZED_ROWS} that "
                 "are ever loaded into memory at once from streamed files; stream it with train_chunks()."
             )
-        pieces = list(self.chunks(split, 0, 1))
-        d, t = len(self.source.feature_names), len(self.source.target_names)
-        if not pieces:
-            return np.empty((0, d)), np.empty((0, t))
-        return np.concatenate([x for x, _ in pieces]), np.concatenate([y for _, y in pieces])
+        return list(self.chunks(split, 0, 1))
 
     def loader(
         self,
@@ -452,7 +572,7 @@ class BatchPlan(IterableDataset):
         # the extra row in their last batch.
         steps_of = (n // world_size) if equal_steps else share
         self.steps = -(-steps_of // self.batch_size)
-        self.n_features = len(splits.source.feature_names)
+        self.n_features, self.n_targets = len(splits.source.feature_names), len(splits.source.target_names)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -503,10 +623,9 @@ class BatchPlan(IterableDataset):
         # A copy, never a view: one target's (1, m) row transposed already counts as contiguous, and
         # a view would keep (and send to the main process) the whole read window with every batch.
         block = torch.from_numpy(columns)
-        return tuple(
-            part.T.clone(memory_format=torch.contiguous_format)
-            for part in block.split([self.n_features, len(block) - self.n_features])
-        )
+        parts = block.split([self.n_features, self.n_targets] + ([1] if self.splits.weighted else []))
+        batch = tuple(part.T.clone(memory_format=torch.contiguous_format) for part in parts)
+        return batch if not self.splits.weighted else (batch[0], batch[1], batch[2][:, 0])
 
 
 class RowReader:
@@ -658,14 +777,24 @@ def _find_files(path: str, format: str | None) -> tuple[list[str], str, str]:
 
 
 def _check_finite(columns: np.ndarray, source: StreamingSource, fragment: Fragment, start: int) -> None:
+    """Finite numbers everywhere, and weights >= 0."""
     bad = ~np.isfinite(columns)
+    if source.weight is not None:
+        bad[-1] |= columns[-1] < 0
     if bad.any():
         column, row = np.argwhere(bad)[0]
-        name = (source.feature_names + source.target_names)[column]
+        name = (source.feature_names + source.target_names + [source.weight])[column]
+        allowed = "row weights must be finite numbers >= 0" if name == source.weight else "give finite numbers"
         raise InputError(
-            f"column '{name}' in '{fragment.path}' holds {columns[column, row]} on data row {start + row + 1}; "
-            "give finite numbers."
+            f"column '{name}' in '{fragment.path}' holds {columns[column, row]:g} on data row {start + row + 1}; "
+            f"{allowed}."
         )
+
+
+def _is_number(arrow_type) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
 
 
 def _moments(columns: np.ndarray, n_features: int) -> Moments:

@@ -78,7 +78,7 @@ def auto_step(moments: Moments, scaling: Scaling, l2: float, full_batch: bool) -
     d = moments.n_features
     n_targets = len(moments.mean) - d
     mean_x = (moments.mean[:d] - scaling.feature_mean) / scaling.feature_scale
-    cov_x = moments.comoment[:d, :d] / moments.count / np.outer(scaling.feature_scale, scaling.feature_scale)
+    cov_x = moments.comoment[:d, :d] / moments.weight_sum / np.outer(scaling.feature_scale, scaling.feature_scale)
     second = np.block([[cov_x + np.outer(mean_x, mean_x), mean_x[:, None]], [mean_x[None, :], np.ones((1, 1))]])
     second[:d, :d] += l2 * n_targets * np.eye(d)
     eigenvalues = np.linalg.eigvalsh(2.0 / n_targets * second)

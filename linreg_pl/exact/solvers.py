@@ -15,6 +15,10 @@ One streaming pass in float64 over chunks of rows keeps the count, the column me
   extended precision (``QRFactor.refined``): NIST Wampler5 goes from 5.8 to 9.5 significant
   digits, and every NIST StRD linear set gets at least 8.
 
+Rows may carry weights (weighted least squares, as statsmodels' WLS): the means are weighted,
+each centred row is scaled by the square root of its weight, and the pairwise update weighs by
+the weight sums; the count stays the number of rows (the degrees of freedom).
+
 Chunks and processes merge with the same pairwise update (no cancellation from subtracting
 n * mean² at the end). ``ExactLeastSquares`` is the torchmetrics ``Metric`` around them: each
 process ``update``s with its share of the rows and ``compute`` merges the shares of every process.
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import ClassVar, Literal, NamedTuple
 
@@ -64,13 +68,23 @@ class Factor(NamedTuple):
 @dataclass
 class Accumulator(ABC):
     """What both accumulators share: the count and column means of [x, y], the solve and the
-    objective. Subclasses hold the centred square summary and say how to merge and factor it."""
+    objective. Subclasses hold the centred square summary and say how to merge and factor it.
+
+    ``weight_sum`` and ``log_weight_sum`` are Σ w and Σ log w over the rows (equal weights: the
+    count and 0); the mean and the square summary are weighted by w.
+    """
 
     n_features: int
     count: int
     mean: np.ndarray  # (d + t,)
+    weight_sum: float | None = field(default=None, kw_only=True)
+    log_weight_sum: float = field(default=0.0, kw_only=True)
 
     method: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        if self.weight_sum is None:
+            self.weight_sum = float(self.count)
 
     @property
     def n_targets(self) -> int:
@@ -82,8 +96,11 @@ class Accumulator(ABC):
         return cls(n_features, 0, np.zeros(width), np.zeros((width, width)))
 
     @classmethod
-    def of(cls, x: np.ndarray, y: np.ndarray, batch_rows: int = BATCH_ROWS) -> Accumulator:
-        """Stream over the rows of x (n, d) and y (n, t) in batches of ``batch_rows``."""
+    def of(
+        cls, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None, batch_rows: int = BATCH_ROWS
+    ) -> Accumulator:
+        """Stream over the rows of x (n, d) and y (n, t), weighted by ``weight`` (n,) if given, in
+        batches of ``batch_rows``."""
         accumulator = cls.empty(x.shape[1], y.shape[1])
         for start in range(0, len(x), batch_rows):
             rows = np.hstack(
@@ -92,17 +109,51 @@ class Accumulator(ABC):
                     np.asarray(y[start : start + batch_rows], np.float64),
                 ]
             )
-            accumulator = accumulator.merge(cls.of_rows(x.shape[1], rows))
+            batch_weight = None if weight is None else np.asarray(weight[start : start + batch_rows], np.float64)
+            accumulator = accumulator.merge(cls.of_rows(x.shape[1], rows, batch_weight))
         return accumulator
 
     @classmethod
-    @abstractmethod
-    def of_rows(cls, n_features: int, rows: np.ndarray) -> Accumulator:
-        """One batch of rows [x, y] (m, d + t), float64."""
+    def of_rows(cls, n_features: int, rows: np.ndarray, weight: np.ndarray | None = None) -> Accumulator:
+        """One batch of rows [x, y] (m, d + t), float64, with their weights (m,) or None."""
+        if weight is None:
+            mean = rows.mean(axis=0)
+            return cls.of_centred(n_features, len(rows), mean, rows - mean)
+        weight_sum = float(weight.sum())
+        # All-zero weights: any centre will do, the rows add nothing but their count.
+        mean = weight @ rows / weight_sum if weight_sum > 0 else rows.mean(axis=0)
+        with np.errstate(divide="ignore"):
+            log_weight_sum = float(np.log(weight).sum())
+        centred = (rows - mean) * np.sqrt(weight)[:, None]
+        return cls.of_centred(
+            n_features, len(rows), mean, centred, weight_sum=weight_sum, log_weight_sum=log_weight_sum
+        )
 
+    @classmethod
     @abstractmethod
+    def of_centred(cls, n_features: int, count: int, mean: np.ndarray, centred: np.ndarray, **weights) -> Accumulator:
+        """The accumulator of rows whose centred (and weight-scaled) copy is ``centred``."""
+
     def merge(self, other: Accumulator) -> Accumulator:
         """The accumulator of both row sets (pairwise update, exact up to rounding)."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        count = self.count + other.count
+        log_weight_sum = self.log_weight_sum + other.log_weight_sum
+        if other.weight_sum == 0 or self.weight_sum == 0:  # rows of weight 0 add nothing but their count
+            kept = self if other.weight_sum == 0 else other
+            return replace(kept, count=count, log_weight_sum=log_weight_sum)
+        weight_sum = self.weight_sum + other.weight_sum
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.weight_sum / weight_sum)
+        square = self.merged_square(other, delta * np.sqrt(self.weight_sum * other.weight_sum / weight_sum))
+        return type(self)(self.n_features, count, mean, square, weight_sum=weight_sum, log_weight_sum=log_weight_sum)
+
+    @abstractmethod
+    def merged_square(self, other: Accumulator, shift: np.ndarray) -> np.ndarray:
+        """The square summary of both row sets, whose means differ by ``shift`` (scaled)."""
 
     @abstractmethod
     def square(self) -> np.ndarray:
@@ -113,14 +164,20 @@ class Accumulator(ABC):
         """The problem in the standardized space of ``scaling`` (identity: original units)."""
 
     def to_vector(self) -> np.ndarray:
-        """[count, mean, square] flattened: the one tensor a Metric synchronizes across processes."""
-        return np.concatenate([[self.count], self.mean, self.square().ravel()])
+        """[count, weight sum, log-weight sum, mean, square] flattened: the one tensor a Metric
+        synchronizes across processes."""
+        return np.concatenate([[self.count, self.weight_sum, self.log_weight_sum], self.mean, self.square().ravel()])
 
     @classmethod
     def from_vector(cls, n_features: int, vector: np.ndarray) -> Accumulator:
-        width = int(np.sqrt(len(vector)))  # len = 1 + w + w², so floor(sqrt) = w
+        width = int(np.sqrt(len(vector) - 3))  # len = 3 + w + w², so floor(sqrt) = w
         return cls(
-            n_features, int(vector[0]), vector[1 : 1 + width].copy(), vector[1 + width :].reshape(width, width).copy()
+            n_features,
+            int(vector[0]),
+            vector[3 : 3 + width].copy(),
+            vector[3 + width :].reshape(width, width).copy(),
+            weight_sum=float(vector[1]),
+            log_weight_sum=float(vector[2]),
         )
 
     def solve(
@@ -134,9 +191,9 @@ class Accumulator(ABC):
         """
         scaling = scaling or Scaling.identity(self.n_features, self.n_targets)
         factor = self.factor(scaling, fit_intercept)
-        # The loss averages the squared error over targets as well as rows, so per target the
-        # penalty on the sums of squares weighs count * n_targets * l2.
-        weight_s = ridge_solve(factor, self.count * self.n_targets * l2).T
+        # The loss averages the squared error over targets as well as (weighted) rows, so per
+        # target the penalty on the weighted sums of squares weighs weight_sum * n_targets * l2.
+        weight_s = ridge_solve(factor, self.weight_sum * self.n_targets * l2).T
         mean_x, mean_y = self.standardized_means(scaling)
         bias_s = mean_y - weight_s @ mean_x if fit_intercept else np.zeros(self.n_targets)
         return scaling.to_original_units(weight_s, bias_s)
@@ -152,7 +209,7 @@ class Accumulator(ABC):
         directions = np.vstack([-weight.T, np.eye(self.n_targets)])
         centred_sse = self.quadratic_form(directions)
         residual_mean = self.mean[d:] - weight @ self.mean[:d] - bias
-        mse_per_target = (centred_sse / self.count + residual_mean**2) / scaling.target_scale**2
+        mse_per_target = (centred_sse / self.weight_sum + residual_mean**2) / scaling.target_scale**2
         weight_s = weight * scaling.feature_scale / scaling.target_scale[:, None]
         return float(mse_per_target.mean() + l2 * np.square(weight_s).sum() + l1 * np.abs(weight_s).sum())
 
@@ -188,21 +245,11 @@ class Moments(Accumulator):
     method: ClassVar[str] = "normal"
 
     @classmethod
-    def of_rows(cls, n_features: int, rows: np.ndarray) -> Moments:
-        mean = rows.mean(axis=0)
-        centred = rows - mean
-        return cls(n_features, len(rows), mean, centred.T @ centred)
+    def of_centred(cls, n_features: int, count: int, mean: np.ndarray, centred: np.ndarray, **weights) -> Moments:
+        return cls(n_features, count, mean, centred.T @ centred, **weights)
 
-    def merge(self, other: Moments) -> Moments:
-        if other.count == 0:
-            return self
-        if self.count == 0:
-            return other
-        count = self.count + other.count
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.count / count)
-        comoment = self.comoment + other.comoment + np.outer(delta, delta) * (self.count * other.count / count)
-        return Moments(self.n_features, count, mean, comoment)
+    def merged_square(self, other: Moments, shift: np.ndarray) -> np.ndarray:
+        return self.comoment + other.comoment + np.outer(shift, shift)
 
     def square(self) -> np.ndarray:
         return self.comoment
@@ -217,7 +264,7 @@ class Moments(Accumulator):
         gram = self.comoment / np.outer(scale, scale)
         if not fit_intercept:  # uncentred second moments of the standardized columns
             mean = np.concatenate(self.standardized_means(scaling))
-            gram = gram + self.count * np.outer(mean, mean)
+            gram = gram + self.weight_sum * np.outer(mean, mean)
         gxx, gxy, tss = gram[:d, :d], gram[:d, d:], np.diag(gram)[d:]
         # Equilibrate (unit diagonal) so that columns of very different scale lose no digits.
         diagonal = np.sqrt(np.diag(gxx))
@@ -261,28 +308,20 @@ class QRFactor(Accumulator):
     method: ClassVar[str] = "qr"
 
     @classmethod
-    def of_rows(cls, n_features: int, rows: np.ndarray) -> QRFactor:
-        mean = rows.mean(axis=0)
-        return cls(n_features, len(rows), mean, _triangular_factor(rows - mean))
+    def of_centred(cls, n_features: int, count: int, mean: np.ndarray, centred: np.ndarray, **weights) -> QRFactor:
+        return cls(n_features, count, mean, _triangular_factor(centred), **weights)
 
-    def merge(self, other: QRFactor) -> QRFactor:
-        if other.count == 0:
-            return self
-        if self.count == 0:
-            return other
-        count = self.count + other.count
-        delta = other.mean - self.mean
-        mean = self.mean + delta * (other.count / count)
-        shift = delta * np.sqrt(self.count * other.count / count)
-        return QRFactor(self.n_features, count, mean, _triangular_factor(np.vstack([self.r, other.r, shift])))
+    def merged_square(self, other: QRFactor, shift: np.ndarray) -> np.ndarray:
+        return _triangular_factor(np.vstack([self.r, other.r, shift]))
 
     def square(self) -> np.ndarray:
         return self.r
 
-    def refined(self, chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> QRFactor:
+    def refined(self, chunks: Iterable[tuple[np.ndarray, ...]]) -> QRFactor:
         """The same factor with its solution improved by one step of iterative refinement, from a
-        second pass over the same rows (chunks x (m, d), y (m, t), original units), when the first
-        pass's solution may have lost digits.
+        second pass over the same rows (chunks x (m, d), y (m, t) in original units, or (x, y,
+        weight) with the rows' weights (m,) or None), when the first pass's solution may have
+        lost digits.
 
         A backward-stable float64 solve still loses about κ²·ε·‖r‖/(‖X‖·‖w‖) when the residuals
         dwarf the fit (NIST Wampler5: 5.8 significant digits, as LAPACK on the whole matrix). The
@@ -313,9 +352,11 @@ class QRFactor(Accumulator):
         weight = scipy.linalg.solve_triangular(r_xx, self.r[:d, d:])  # (d, t), centred problem
         mean = self.mean.astype(np.longdouble)
         gradient = np.zeros((d, self.n_targets), np.longdouble)
-        for x, y in chunks:
+        for x, y, *row_weight in chunks:
             centred_x = np.asarray(x, np.longdouble) - mean[:d]
             residual = (np.asarray(y, np.longdouble) - mean[d:]) - centred_x @ weight
+            if row_weight and row_weight[0] is not None:
+                residual = residual * np.asarray(row_weight[0], np.longdouble)[:, None]
             gradient += centred_x.T @ residual
         step = scipy.linalg.solve_triangular(r_xx, gradient.astype(np.float64), trans="T")
         r = self.r.copy()
@@ -355,7 +396,7 @@ class QRFactor(Accumulator):
         r = self.r / self.column_scale(scaling)  # column scaling: RᵀR becomes the standardized C
         if not fit_intercept:  # uncentred: [x_s, y_s]ᵀ[x_s, y_s] = C_s + n m mᵀ
             mean = np.concatenate(self.standardized_means(scaling))
-            r = _triangular_factor(np.vstack([r, np.sqrt(self.count) * mean]))
+            r = _triangular_factor(np.vstack([r, np.sqrt(self.weight_sum) * mean]))
         r_xx, r_xy, r_yy = r[:d, :d], r[:d, d:], r[d:, d:]
         # The residual of target j lies in the rows below d of its column of R.
         rss = np.square(r_yy).sum(axis=0)
@@ -460,9 +501,16 @@ class ExactLeastSquares(Metric):
             dist_reduce_fx=partial(merge_vectors, self.accumulator_type, n_features),
         )
 
-    def update(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> None:
-        """Add rows: x (m, n_features) and y (m, n_targets), float64 in original units."""
+    def update(
+        self,
+        x: np.ndarray | torch.Tensor,
+        y: np.ndarray | torch.Tensor,
+        weight: np.ndarray | torch.Tensor | None = None,
+    ) -> None:
+        """Add rows: x (m, n_features) and y (m, n_targets), float64 in original units, weighted
+        by ``weight`` (m,) if given."""
         x, y = _as_float64(x), _as_float64(y)
+        weight = None if weight is None else _as_float64(weight)
         if (
             x.ndim != 2
             or y.ndim != 2
@@ -474,7 +522,7 @@ class ExactLeastSquares(Metric):
                 f"x and y must have shapes (m, {self.n_features}) and (m, {self.n_targets}); "
                 f"got {x.shape} and {y.shape}."
             )
-        merged = self.accumulated().merge(self.accumulator_type.of(x, y))
+        merged = self.accumulated().merge(self.accumulator_type.of(x, y, weight))
         self.packed = torch.from_numpy(merged.to_vector()).to(self.packed.device)
 
     def accumulated(self) -> Accumulator:
@@ -492,9 +540,15 @@ def _as_float64(array: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def exact_least_squares(
-    x: np.ndarray, y: np.ndarray, scaling: Scaling | None = None, l2: float = 0.0, method: str = "normal"
+    x: np.ndarray,
+    y: np.ndarray,
+    scaling: Scaling | None = None,
+    l2: float = 0.0,
+    method: str = "normal",
+    weight: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The exact least-squares weights (t, d) and bias (t,) of y ≈ x @ W.T + b.
+    """The exact (weighted, with ``weight`` (n,)) least-squares weights (t, d) and bias (t,) of
+    y ≈ x @ W.T + b.
 
     Examples
     --------
@@ -506,7 +560,7 @@ def exact_least_squares(
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {list(METHODS)}, got {method!r}.")
-    accumulator = ACCUMULATORS[method].of(x, y)
+    accumulator = ACCUMULATORS[method].of(x, y, weight)
     if method == "qr":
-        accumulator = accumulator.refined([(x, y)])
+        accumulator = accumulator.refined([(x, y, weight)])
     return accumulator.solve(scaling, l2)

@@ -4,7 +4,8 @@ Everything here starts from ``Accumulator.factor`` (a square root of the design'
 the targets' projections and residual sums of squares), so it works the same from the normal
 equations (``Moments``) and from the streaming QR (``QRFactor``) and, through the Metric, from
 rows spread over many processes. Results are plain JSON-ready values, per target, in original
-units, with statsmodels' conventions (``OLS(y, add_constant(x)).fit()``).
+units, with statsmodels' conventions (``OLS(y, add_constant(x)).fit()``; with row weights
+``WLS(y, add_constant(x), weights=w).fit()``: the accumulators then hold the weighted summary).
 
 Heteroskedasticity-robust (HC1, HC3) standard errors need each row's residual and leverage,
 which the sufficient statistics do not hold: ``SandwichMeat`` is a second pass over the rows.
@@ -98,7 +99,7 @@ def ols_inference(
     k_constant = int(fit_intercept)
     df_model = factor.rank
     df_resid = n - df_model - k_constant
-    inverse_gram = parameter_inverse_gram(factor, mean_x, n, fit_intercept)
+    inverse_gram = parameter_inverse_gram(factor, mean_x, accumulator.weight_sum, fit_intercept)
     sigma2 = factor.rss / df_resid if df_resid > 0 else np.full(t, np.nan)
     quantile = scipy.stats.t.ppf((1 + level) / 2, df_resid) if df_resid > 0 else np.nan
     parameters = ([INTERCEPT] if fit_intercept else []) + list(feature_names)
@@ -111,7 +112,9 @@ def ols_inference(
             explained = (factor.tss[j] - factor.rss[j]) / df_model
             f_statistic = explained / sigma2[j]
         p_value = 2 * scipy.stats.t.sf(np.abs(t_value), df_resid) if df_resid > 0 else np.full_like(t_value, np.nan)
+        # WLS (statsmodels): the likelihood of the rows scaled by sqrt(w), plus the Jacobian term.
         log_likelihood = -n / 2 * (math.log(2 * math.pi) + np.log(factor.rss[j] / n) + 1)
+        log_likelihood += accumulator.log_weight_sum / 2
         n_parameters = df_model + k_constant
         fit = {
             "parameters": parameters,
@@ -133,7 +136,8 @@ def ols_inference(
         }
         if meat is not None:
             for kind in ("hc1", "hc3"):
-                robust_se = np.sqrt(np.diag(meat_sandwich(meat, kind, inverse_gram, j, mean_x, n, fit_intercept)))
+                covariance = meat_sandwich(meat, kind, inverse_gram, j, mean_x, accumulator, fit_intercept)
+                robust_se = np.sqrt(np.diag(covariance))
                 with np.errstate(divide="ignore", invalid="ignore"):
                     z = estimate / robust_se
                 fit[kind] = {"std_error": robust_se, "p_value": 2 * scipy.stats.norm.sf(np.abs(z))}
@@ -149,17 +153,85 @@ def ols_inference(
     }
 
 
-def parameter_inverse_gram(factor: Factor, mean_x: np.ndarray, count: int, fit_intercept: bool) -> np.ndarray:
-    """(ZᵀZ)⁻¹ for Z = [1, x] (or x): the parameter covariance over sigma², intercept first.
+def parameter_inverse_gram(factor: Factor, mean_x: np.ndarray, weight_sum: float, fit_intercept: bool) -> np.ndarray:
+    """(ZᵀWZ)⁻¹ for Z = [1, x] (or x) and row weights W (the identity when unweighted, where
+    ``weight_sum`` is the count): the parameter covariance over sigma², intercept first.
 
-    With an intercept the factor is of the centred x, and the block inverse is exact:
-    var(b) = 1/n + mᵀ A m, cov(b, w) = -A m, cov(w) = A with A = (x_cᵀ x_c)⁻¹.
+    With an intercept the factor is of the (weighted-)centred x, and the block inverse is exact:
+    var(b) = 1/Σw + mᵀ A m, cov(b, w) = -A m, cov(w) = A with A = (x_cᵀ W x_c)⁻¹.
     """
     inverse = coefficient_inverse_gram(factor)
     if not fit_intercept:
         return inverse
     am = inverse @ mean_x
-    return np.block([[np.array([[1 / count + mean_x @ am]]), -am[None, :]], [-am[:, None], inverse]])
+    return np.block([[np.array([[1 / weight_sum + mean_x @ am]]), -am[None, :]], [-am[:, None], inverse]])
+
+
+def least_squares_fit(accumulator: Accumulator) -> dict:
+    """What prediction intervals need, as plain values a checkpoint holds: the (weighted) least-
+    squares ``coefficients`` (t, 1 + d), intercept first; the training rows' (weighted) feature
+    means ``mean_x``, ``weight_sum`` and ``inverse_gram`` (x_cᵀ W x_c)⁻¹ of the centred features,
+    shared by the targets; each target's residual variance ``sigma2`` (t,); ``df_resid``."""
+    d = accumulator.n_features
+    factor = accumulator.factor()
+    weight = ridge_solve(factor).T
+    mean_x, mean_y = accumulator.mean[:d], accumulator.mean[d:]
+    df_resid = accumulator.count - factor.rank - 1
+    sigma2 = factor.rss / df_resid if df_resid > 0 else np.full(accumulator.n_targets, np.nan)
+    return {
+        "coefficients": np.hstack([(mean_y - weight @ mean_x)[:, None], weight]).tolist(),
+        "mean_x": mean_x.tolist(),
+        "weight_sum": float(accumulator.weight_sum),
+        "inverse_gram": coefficient_inverse_gram(factor).tolist(),
+        "sigma2": sigma2.tolist(),
+        "df_resid": int(df_resid),
+    }
+
+
+def prediction_intervals(
+    fit: dict, x: np.ndarray, level: float = 0.95, weight: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Intervals of the least-squares prediction for rows x (n, d), each (n, t), from
+    ``least_squares_fit``: ``mean`` and its confidence interval ``mean_lower``/``mean_upper``,
+    and the interval of a new observation ``lower``/``upper``, whose variance sigma² / w takes
+    the row's ``weight`` (n,) when given, else 1 (statsmodels' ``get_prediction(...).summary_frame()``).
+
+    Examples
+    --------
+    >>> from linreg_pl.exact.solvers import Moments
+    >>> x = np.arange(6.0)[:, None]
+    >>> y = 2 * x + 1 + np.array([[0.1], [-0.1], [0.0], [0.1], [-0.1], [0.0]])
+    >>> bands = prediction_intervals(least_squares_fit(Moments.of(x, y)), np.array([[2.5]]))
+    >>> [round(float(bands[k][0, 0]), 4) for k in ("mean", "mean_lower", "mean_upper", "lower", "upper")]
+    [6.0, 5.8899, 6.1101, 5.7088, 6.2912]
+    """
+    if not 0 < level < 1:
+        raise InputError(f"interval={level!r} must be in (0, 1), e.g. 0.95 for 95% intervals.")
+    coefficients, inverse_gram, mean_x = (np.asarray(fit[k]) for k in ("coefficients", "inverse_gram", "mean_x"))
+    sigma2, df_resid = np.asarray(fit["sigma2"], np.float64), fit["df_resid"]
+    if df_resid < 1:
+        raise InputError(
+            f"the least-squares fit has {df_resid} residual degrees of freedom: no interval exists; "
+            "train on more rows than parameters."
+        )
+    x = np.asarray(x, np.float64)
+    mean = x @ coefficients[:, 1:].T + coefficients[:, 0]
+    # zᵀ(ZᵀWZ)⁻¹z for z = [1, x], in centred coordinates where it is 1/Σw + x_cᵀ A x_c: the
+    # uncentred form loses digits to cancellation when a column sits far from 0 (a year).
+    centred = x - mean_x
+    leverage = (1 / fit["weight_sum"] + ((centred @ inverse_gram) * centred).sum(axis=1))[:, None]  # (n, 1)
+    row_weight = np.ones((len(x), 1)) if weight is None else np.asarray(weight, np.float64).reshape(-1, 1)
+    quantile = scipy.stats.t.ppf((1 + level) / 2, df_resid)
+    with np.errstate(divide="ignore"):
+        mean_half = quantile * np.sqrt(leverage * sigma2)
+        observation_half = quantile * np.sqrt(leverage * sigma2 + sigma2 / row_weight)
+    return {
+        "mean": mean,
+        "mean_lower": mean - mean_half,
+        "mean_upper": mean + mean_half,
+        "lower": mean - observation_half,
+        "upper": mean + observation_half,
+    }
 
 
 def meat_sandwich(
@@ -168,21 +240,22 @@ def meat_sandwich(
     inverse_gram: np.ndarray,
     target: int,
     mean_x: np.ndarray,
-    count: int,
+    accumulator: Accumulator,
     fit_intercept: bool,
 ) -> np.ndarray:
     """The robust covariance of one target's parameters, intercept first, in original units.
 
-    The meat is accumulated in centred coordinates z_c = [1, x - m], where (Z_cᵀZ_c)⁻¹ is
+    The meat is accumulated in centred coordinates z_c = [1, x - m], where (Z_cᵀWZ_c)⁻¹ is
     block-diagonal; the map [b_c, w] -> [b, w] with b = b_c - mᵀw brings it back.
     """
+    count = accumulator.count
     middle = meat["hc3" if kind == "hc3" else "hc0"][target]
     if not fit_intercept:
         bread = inverse_gram
         covariance = bread @ middle @ bread
     else:
         d = len(mean_x)
-        bread = scipy.linalg.block_diag(1 / count, inverse_gram[1:, 1:])
+        bread = scipy.linalg.block_diag(1 / accumulator.weight_sum, inverse_gram[1:, 1:])
         centred = bread @ middle @ bread
         back = np.eye(d + 1)
         back[0, 1:] = -mean_x
@@ -194,7 +267,8 @@ def meat_sandwich(
 
 class SandwichMeat(Metric):
     """Second pass over the rows for HC1/HC3 robust standard errors: Σ e_i² z_i z_iᵀ and
-    Σ (e_i / (1 - h_i))² z_i z_iᵀ per target, given the first pass's fit.
+    Σ (e_i / (1 - h_i))² z_i z_iᵀ per target, given the first pass's fit. With row weights, of
+    the rows scaled by sqrt(w) (statsmodels' WLS): Σ w_i² e_i² z_i z_iᵀ, and h_i = w_i z_iᵀ(ZᵀWZ)⁻¹z_i.
 
     ``update`` with the same rows as the first pass (each row once over all processes);
     ``compute`` sums over processes and returns ``{"hc0": (t, p, p), "hc3": (t, p, p)}`` for
@@ -214,19 +288,22 @@ class SandwichMeat(Metric):
         self.mean_x = accumulator.mean[:d] if fit_intercept else np.zeros(d)
         self.bias = accumulator.mean[d:] - self.weight @ self.mean_x if fit_intercept else np.zeros(t)
         self.inverse = coefficient_inverse_gram(factor)
-        self.count, self.fit_intercept = accumulator.count, fit_intercept
+        self.weight_sum, self.fit_intercept = accumulator.weight_sum, fit_intercept
         width = d + int(fit_intercept)
         for name in ("hc0", "hc3"):
             self.add_state(name, default=torch.zeros(t, width, width, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, x: np.ndarray, y: np.ndarray) -> None:
+    def update(self, x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> None:
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        row_weight = np.ones(len(x)) if weight is None else np.asarray(weight, np.float64)
         centred = x - self.mean_x
-        residual = y - x @ self.weight.T - self.bias  # (m, t)
+        # w e: squared, the (sqrt(w) e)² (sqrt(w) z)(sqrt(w) z)ᵀ of the rows scaled by sqrt(w).
+        residual = (y - x @ self.weight.T - self.bias) * row_weight[:, None]  # (m, t)
         leverage = ((centred @ self.inverse) * centred).sum(axis=1)
         z = np.hstack([np.ones((len(x), 1)), centred]) if self.fit_intercept else centred
         if self.fit_intercept:
-            leverage = leverage + 1 / self.count
+            leverage = leverage + 1 / self.weight_sum
+        leverage = leverage * row_weight
         for name, weights in (("hc0", residual**2), ("hc3", (residual / (1 - leverage)[:, None]) ** 2)):
             added = np.stack([(z * weights[:, [j]]).T @ z for j in range(weights.shape[1])])  # BLAS, not einsum
             state = getattr(self, name)
@@ -240,12 +317,12 @@ def ridge_path(accumulator: Accumulator, l2_grid: list[float] | np.ndarray, scal
     """Generalized cross-validation error of the model's ridge fit for every ``l2`` in the grid.
 
     Same objective as the model and ``Accumulator.solve``: standardized space of ``scaling``,
-    ``l2`` on the mean squared error averaged over targets, intercept not penalized. From the
-    SVD of the centred design's factor r_xx = U S Vᵀ and z = Uᵀ r_xy, for the penalty
-    a = n t l2 on the sums of squares::
+    ``l2`` on the (weighted) mean squared error averaged over targets, intercept not penalized.
+    From the SVD of the centred design's factor r_xx = U S Vᵀ and z = Uᵀ r_xy, for n rows of
+    weights summing to W (W = n unweighted) and the penalty a = W t l2 on the sums of squares::
 
         RSS(a) = RSS(0) + Σ_k (a / (s_k² + a))² z_k²,    df(a) = 1 + Σ_k s_k² / (s_k² + a)
-        GCV(a) = RSS(a) / n / (1 - df(a) / n)²
+        GCV(a) = RSS(a) / W / (1 - df(a) / n)²
 
     Exact leave-one-out error needs each row's leverage and residual, which the sufficient
     statistics do not hold (GCV is its rotation-invariant version): that would be a second pass.
@@ -275,14 +352,14 @@ def ridge_path(accumulator: Accumulator, l2_grid: list[float] | np.ndarray, scal
     u, s, _ = np.linalg.svd(factor.r_xx)
     z2 = np.square(u.T @ factor.r_xy)  # (d, t)
     s2 = np.square(s)[:, None]
-    penalty = (n * t * grid)[None, :]  # (1, g)
+    penalty = (accumulator.weight_sum * t * grid)[None, :]  # (1, g)
     total = s2 + penalty
     with np.errstate(divide="ignore", invalid="ignore"):
         shrink = np.where(total > 0, s2 / total, 0.0)  # (d, g)
     rss = factor.rss[None, :] + ((1 - shrink) ** 2).T @ z2  # (g, t)
     effective_df = 1 + shrink.sum(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        gcv = rss / n / (1 - effective_df / n)[:, None] ** 2  # (g, t)
+        gcv = rss / accumulator.weight_sum / (1 - effective_df / n)[:, None] ** 2  # (g, t)
     mean_gcv = gcv.mean(axis=1)
     best = int(np.nanargmin(mean_gcv))
     return _plain(

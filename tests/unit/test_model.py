@@ -3,8 +3,18 @@ import numpy as np
 import pytest
 import torch
 
-from linreg_pl import MLP, InputError, LinearHead, LinearRegression, RegressionDataModule, Scaling, SyntheticLinear
+from linreg_pl import (
+    MLP,
+    InputError,
+    LinearHead,
+    LinearRegression,
+    Points,
+    RegressionDataModule,
+    Scaling,
+    SyntheticLinear,
+)
 from linreg_pl.exact.autosgd import AutoSGD
+from tests.helpers import lstsq_with_intercept
 
 
 def test_shapes_single_and_multi_output():
@@ -155,6 +165,40 @@ def test_lbfgs_with_several_steps_per_batch(fitted_cli):
 def test_several_steps_per_batch_refuse_trainer_gradient_clipping(train_run):
     with pytest.raises(InputError, match="data.steps_per_batch=4 runs several optimizer steps per batch"):
         train_run("--data.steps_per_batch=4", "--trainer.gradient_clip_val=1.0")
+
+
+def test_weighted_loss_and_metrics_equal_repeated_rows(tmp_path):
+    x = [[0.0, 1.0], [1.0, 0.5], [2.0, 2.0], [3.0, -1.0], [4.0, 0.0], [5.0, 1.5]]
+    y = [1.0, 2.5, 5.5, 6.0, 9.5, 9.0]
+    weight = [1, 3, 0, 2, 1, 2]
+    rows = [i for i, k in enumerate(weight) for _ in range(k)]
+
+    def datamodule(source):
+        return RegressionDataModule(source, val_fraction=0, test_fraction=0, batch_size=None)
+
+    weighted = datamodule(Points(x=x, y=y, weight=weight))
+    repeated = datamodule(Points(x=[x[i] for i in rows], y=[y[i] for i in rows]))
+    model = LinearRegression(
+        n_features=2, optimizer=lambda p: torch.optim.LBFGS(p, max_iter=200, line_search_fn="strong_wolfe")
+    )
+    trainer = L.Trainer(
+        max_epochs=3,
+        precision="64-true",
+        logger=False,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=weighted)
+    # The weighted loss's optimum is the least-squares answer of the repeated rows.
+    w, b = lstsq_with_intercept(*repeated.arrays("train"))
+    learned_w, learned_b = model.learned_parameters()
+    np.testing.assert_allclose(learned_w, w, atol=1e-5)
+    np.testing.assert_allclose(learned_b, b, atol=1e-5)
+    # Weighted metrics of these parameters are the plain metrics of the repeated rows.
+    scores = [trainer.test(model, datamodule=dm, verbose=False)[0] for dm in (weighted, repeated)]
+    for name in ("test/mse", "test/rmse", "test/mae", "test/r2", "test/loss"):
+        assert scores[0][name] == pytest.approx(scores[1][name], rel=1e-10), name
 
 
 def adam(params):

@@ -122,6 +122,7 @@ def test_csv_feature_selection_and_several_targets(tmp_path):
         ("a,b,y\n1,2,3\n", {"target": "Y"}, r"column 'Y' is not in .*did you mean 'y'"),
         ("height,b,y\n1,2,3\n", {"features": ["heigth"]}, r"column 'heigth' is not in .*Did you mean 'height'"),
         ("a,b,y\n1,x,3\n2,4,5\n", {}, r"column 'b' .* is not numeric \(e.g. 'x' on data row 1\)"),
+        ("a,b,y\n1,2,x\n2,4,5\n", {}, r"column 'y' .* is not numeric \(e.g. 'x' on data row 1\)"),
         ("a,b,y\n1,,3\n2,4,\n3,,1\n", {}, r"missing values \('b': 2, 'y': 1\).*drop_missing"),
         ("a,y\n1,3\n", {"features": ["a", "y"]}, r"both as features and as target"),
     ],

@@ -126,7 +126,7 @@ def test_streamed_moments_and_scaling_equal_the_in_memory_ones(folder):
     for world_size in (1, 2, 3):
         merged = Moments.empty(3, 1)
         for rank in range(world_size):
-            for x, y in dm.train_chunks(rank, world_size):
+            for x, y, _ in dm.train_chunks(rank, world_size):
                 assert x.dtype == np.float64
                 merged = merged.merge(Moments.of(x, y))
         for moments in (merged, dm.stream.train_moments):
@@ -297,3 +297,41 @@ def test_make_dataset_bad_flags_end_in_one_line(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: argument --rows: invalid int value: 'x' (--help lists the options)"
     ]
+
+
+def test_parquet_categorical_and_weights_equal_the_csv_table(tmp_path):
+    from linreg_pl import CSVSource
+    from linreg_pl.exact.statistics import ols_inference
+
+    grunfeld = Path(__file__).resolve().parents[2] / "data" / "grunfeld.csv"
+    frame = pd.read_csv(grunfeld, comment="#").assign(w=lambda f: 1 / f["value"])
+    frame.to_csv(tmp_path / "grunfeld.csv", index=False)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for part, rows in enumerate((slice(0, 100), slice(100, None))):  # two files, several row groups
+        pq.write_table(
+            pa.Table.from_pandas(frame[rows], preserve_index=False), folder / f"{part}.parquet", row_group_size=40
+        )
+    everything = {"val_fraction": 0, "test_fraction": 0}
+    streamed = RegressionDataModule(ParquetSource(str(folder), target="invest", weight="w"), **everything)
+    in_memory = RegressionDataModule(
+        CSVSource(str(tmp_path / "grunfeld.csv"), target="invest", weight="w"), **everything
+    )
+    assert streamed.feature_names == in_memory.feature_names and "firm[T.IBM]" in streamed.feature_names
+    assert streamed.encoding == in_memory.encoding
+    results = [
+        ols_inference(dm.train_statistics(), dm.feature_names, dm.target_names)["targets"]["invest"]
+        for dm in (streamed, in_memory)
+    ]
+    for key in ("estimate", "std_error", "r_squared", "log_likelihood"):
+        np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-9, err_msg=key)
+    x, y, w = next(iter(streamed.stream.loader("train", 64, 0, 1, train=True)))
+    assert x.shape == (64, len(streamed.feature_names)) and y.shape == (64, 1) and w.shape == (64,)
+    # The level pass stops as soon as a column has too many (of 11 firms).
+    with pytest.raises(InputError, match=r"'firm' in .* has \d+ levels, more than max_levels=5"):
+        RegressionDataModule(ParquetSource(str(folder), target="invest", max_levels=5), **everything)
+    negative = frame.assign(w=frame["w"].where(frame.index != 7, -1.0))
+    pq.write_table(pa.Table.from_pandas(negative, preserve_index=False), folder / "0.parquet")
+    (folder / "1.parquet").unlink()
+    with pytest.raises(InputError, match=r"column 'w' in .* holds -1 on data row 8; row weights must be finite"):
+        RegressionDataModule(ParquetSource(str(folder), target="invest", weight="w"), **everything)

@@ -334,3 +334,36 @@ def test_two_process_metric_equals_one_process(method):
         assert count == 301  # each rank sees every process's rows after compute
         np.testing.assert_allclose(weight, expected[0], rtol=1e-10)
         np.testing.assert_allclose(bias, expected[1], rtol=1e-10)
+
+
+@by_method
+def test_integer_weights_equal_repeated_rows(accumulator):
+    # A weight of k is k copies of the row: an oracle that needs no weighted formula.
+    x, y = problem(11, n=301, offset=1e4)
+    weight = np.random.default_rng(1).integers(0, 4, len(x)).astype(float)
+    weighted = accumulator.of(x, y, weight, batch_rows=64)  # chunks merge, some with zero weight sum
+    repeated = accumulator.of(np.repeat(x, weight.astype(int), axis=0), np.repeat(y, weight.astype(int), axis=0))
+    assert weighted.count == len(x) and weighted.weight_sum == repeated.count
+    np.testing.assert_allclose(weighted.mean, repeated.mean, rtol=1e-12)
+    for l2 in (0.0, 0.01):
+        for got, want in zip(weighted.solve(l2=l2), repeated.solve(l2=l2), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+    w, b = repeated.solve()
+    assert weighted.objective(w, b) == pytest.approx(repeated.objective(w, b), rel=1e-10)
+
+
+def test_weighted_metric_and_refinement_match_a_weighted_lstsq():
+    x, y = problem(12, n=400)
+    weight = np.random.default_rng(2).uniform(0, 3, len(x))
+    metric = ExactLeastSquares(x.shape[1], y.shape[1], "qr")
+    for start in range(0, len(x), 128):
+        metric.update(x[start : start + 128], y[start : start + 128], weight[start : start + 128])
+    root = np.sqrt(weight)[:, None]
+    # Independent: numpy's least squares on the rows scaled by sqrt(w), the constant column too.
+    solution = np.linalg.lstsq(np.hstack([x, np.ones((len(x), 1))]) * root, y * root, rcond=None)[0]
+    refined = metric.compute().refined([(x, y, weight)])
+    for accumulator in (metric.compute(), refined):
+        weight_hat, bias_hat = accumulator.solve()
+        np.testing.assert_allclose(weight_hat, solution[:-1].T, rtol=1e-9)
+        np.testing.assert_allclose(bias_hat, solution[-1], rtol=1e-9)
+    np.testing.assert_allclose(exact_least_squares(x, y, weight=weight)[0], solution[:-1].T, rtol=1e-9)

@@ -8,7 +8,14 @@ from sklearn.datasets import load_diabetes, load_linnerud
 from linreg_pl import Scaling
 from linreg_pl.errors import InputError
 from linreg_pl.exact.solvers import ExactLeastSquares, Moments, QRFactor
-from linreg_pl.exact.statistics import SandwichMeat, format_coefficient_table, ols_inference, ridge_path
+from linreg_pl.exact.statistics import (
+    SandwichMeat,
+    format_coefficient_table,
+    least_squares_fit,
+    ols_inference,
+    prediction_intervals,
+    ridge_path,
+)
 
 ACCUMULATORS = [Moments, QRFactor]
 
@@ -208,3 +215,30 @@ def test_metric_result_feeds_inference():
     reference = statsmodels_fit(x, y[:, 0])
     inference = ols_inference(metric.compute(), features, targets)
     assert_close(inference["targets"]["progression"]["std_error"], reference.bse)
+
+
+@pytest.mark.parametrize("accumulator", ACCUMULATORS, ids=lambda a: a.method)
+def test_weighted_inference_and_intervals_equal_statsmodels_wls(accumulator):
+    x, y = random_problem(7, t=1)
+    weight = np.random.default_rng(3).uniform(0.2, 5, len(x))
+    summary = accumulator.of(x, y, weight, batch_rows=50)
+    expected = sm.WLS(y[:, 0], sm.add_constant(x), weights=weight).fit()
+    meat = SandwichMeat(summary)
+    meat.update(x, y, weight)
+    fit = ols_inference(summary, [f"x{i}" for i in range(5)], ["y"], meat=meat.compute())["targets"]["y"]
+    np.testing.assert_allclose(fit["estimate"], expected.params, rtol=1e-8)
+    np.testing.assert_allclose(fit["std_error"], expected.bse, rtol=1e-8)
+    for ours, theirs in (("r_squared", "rsquared"), ("f_statistic", "fvalue"), ("log_likelihood", "llf")):
+        assert fit[ours] == pytest.approx(getattr(expected, theirs), rel=1e-9), ours
+    for kind in ("HC1", "HC3"):
+        np.testing.assert_allclose(fit[kind.lower()]["std_error"], expected.get_robustcov_results(kind).bse, rtol=1e-8)
+    # New rows: without a weight a new observation has weight 1; with one, sigma² / w.
+    new = x[:7] + 0.5
+    frame = expected.get_prediction(sm.add_constant(new), weights=weight[:7]).summary_frame(alpha=0.1)
+    bands = prediction_intervals(least_squares_fit(summary), new, 0.9, weight[:7])
+    for ours, theirs in (("mean", "mean"), ("mean_lower", "mean_ci_lower"), ("lower", "obs_ci_lower")):
+        np.testing.assert_allclose(bands[ours][:, 0], frame[theirs], rtol=1e-8, err_msg=ours)
+    unweighted = expected.get_prediction(sm.add_constant(new)).summary_frame(alpha=0.1)
+    np.testing.assert_allclose(
+        prediction_intervals(least_squares_fit(summary), new, 0.9)["upper"][:, 0], unweighted["obs_ci_upper"], rtol=1e-8
+    )
