@@ -7,10 +7,13 @@ links, ``--config`` and the user-error handling of ``run_command``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from importlib import import_module
@@ -29,9 +32,11 @@ from linreg_pl.callbacks.report import RunReport
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
-from linreg_pl.runtime.checkpoints import check_matches, read_checkpoint, resolve_checkpoint
-from linreg_pl.runtime.parse_errors import one_line
+from linreg_pl.runtime.checkpoints import check_matches, check_resumable, read_checkpoint, resolve_checkpoint
+from linreg_pl.runtime.files import visible_name
+from linreg_pl.runtime.parse_errors import check_config_files, one_line
 from linreg_pl.runtime.runs import run_directory
+from linreg_pl.runtime.signals import Interrupted, stop_on_signals
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
@@ -82,10 +87,12 @@ class LinearRegressionCLI(LightningCLI):
                 parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        given = sys.argv[1:] if args is None else list(args)
+        check_config_files(given)
         try:
             self.config = parser.parse_args(args)
         except ArgumentError as error:
-            raise InputError(one_line(str(error))) from None
+            raise InputError(one_line(str(error), given)) from None
         # Lightning's info lines (seed, device banners, an advert tip, restores) are not the user's news.
         level = logging.INFO if self.config.verbose else logging.WARNING
         for name in ("lightning.pytorch", "lightning.fabric"):
@@ -103,9 +110,17 @@ class LinearRegressionCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs):
         try:
             return super().instantiate_trainer(**kwargs)
-        except (MisconfigurationException, ValueError) as error:
+        except (MisconfigurationException, ValueError, ModuleNotFoundError) as error:
             # Lightning checks the Trainer's arguments only here; its messages name the argument.
-            raise InputError(f"invalid --trainer options: {error}") from None
+            accelerator = self.config.trainer.accelerator
+            unavailable = isinstance(error, ModuleNotFoundError) or "backend found" in str(error)
+            fix = (
+                f"; --trainer.accelerator {accelerator} is not available on this machine: use --trainer.accelerator "
+                "cpu (or auto, the default, which takes a GPU where there is one)"
+                if unavailable or "not available" in str(error)
+                else ""
+            )
+            raise InputError(f"invalid --trainer options: {str(error).rstrip('.!')}{fix}.") from None
 
 
 class TrainCLI(LinearRegressionCLI):
@@ -185,7 +200,10 @@ def train(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> 
             )
         ckpt_path = resolve_checkpoint(cli.config.ckpt_path, trainer)
         if ckpt_path is not None:
-            check_matches(read_checkpoint(ckpt_path), ckpt_path, model)
+            checkpoint = read_checkpoint(ckpt_path)
+            check_matches(checkpoint, ckpt_path, model)
+            if cli.config.ckpt_path == "last":
+                check_resumable(checkpoint, ckpt_path, trainer, datamodule.hparams.get("source"))
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # The trained model itself is tested (and reported): the answer training reached, which is
         # the least-squares optimum once StopAtOptimum stops it. It is also last.ckpt.
@@ -212,27 +230,77 @@ def ignore_third_party_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
 
 
-def run_command(command: Callable[[list[str] | None], object], args: list[str] | None = None) -> None:
-    """Run an entry point; a user error ends in its one-line message and exit status 2.
+def run_command(
+    command: Callable[[list[str] | None], object],
+    args: list[str] | None = None,
+    output_option: str = "--trainer.logger.init_args.save_dir",
+) -> None:
+    """Run an entry point; every way it can end is one line on stderr and an exit status: a user
+    error 2, Ctrl-C or SIGTERM 130 or 143, a full disk 1. ``output_option`` is the option that
+    chooses where the command writes, named when it cannot write there.
 
     Set ``LINREG_PL_VERBOSE=1`` to see the traceback of user errors too.
     """
     ignore_third_party_warnings()
+    previous_hook = threading.excepthook
+    threading.excepthook = _quiet_when_out_of_space(previous_hook)
     try:
-        command(args)
+        with stop_on_signals():
+            command(args)
     except InputError as error:
         if os.environ.get("LINREG_PL_VERBOSE"):
             raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _exit(f"error: {error}", 2)
     except OSError as error:
+        if error.errno in OUT_OF_SPACE:
+            place = Path(visible_name(error.filename or ".")).resolve()
+            _exit(
+                f"error: cannot write '{place}' ({error.strerror}; {_free_space(place)}); free some space, raise the "
+                f"file size limit (ulimit -f), or write elsewhere with {output_option}.",
+                1,
+            )
         if error.filename is None:  # not about a path the user chose
             raise
-        print(
-            f"error: cannot write '{error.filename}' ({error.strerror}); choose a writable place, e.g. with "
-            "--trainer.logger.init_args.save_dir, or fix its permissions.",
-            file=sys.stderr,
+        _exit(
+            f"error: cannot write '{visible_name(error.filename)}' ({error.strerror}); choose a writable place with "
+            f"{output_option}, or fix its permissions.",
+            2,
         )
-        sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C before stop_on_signals was in place (Lightning's own path re-raises it)
+        _exit("error: interrupted (SIGINT); nothing was saved", 128 + signal.SIGINT)
+    except Interrupted as stop:
+        if not stop.at_agreed_step:  # GracefulStop's stop has said what it saved
+            _exit(
+                f"error: interrupted ({signal.Signals(stop.signum).name}) outside a training step; nothing saved",
+                stop.code,
+            )
+        raise
     except SIGTERMException:  # a SystemExit without a code: it would exit 0
         sys.exit(128 + signal.SIGTERM)
+    finally:
+        threading.excepthook = previous_hook
+
+
+# A full disk, a file size limit (ulimit -f) and a full quota.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def _quiet_when_out_of_space(hook: Callable) -> Callable:
+    """TensorBoard writes events in a thread of its own; on a full disk that thread prints a
+    traceback before the main thread fails on the same write (and says it in one line)."""
+
+    def excepthook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in OUT_OF_SPACE):
+            hook(args)
+
+    return excepthook
+
+
+def _free_space(path: Path) -> str:
+    existing = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
+    return f"{shutil.disk_usage(existing).free / 1e6:.1f} MB free on its disk"
+
+
+def _exit(line: str, status: int) -> None:
+    print(line, file=sys.stderr)
+    sys.exit(status)

@@ -14,14 +14,14 @@ def evaluate() -> None:
     """``linreg-evaluate``, ``scripts/evaluate.py``: score a checkpoint."""
     from linreg_pl.serve import evaluate
 
-    run_command(evaluate)
+    run_command(evaluate, output_option="--output")
 
 
 def predict() -> None:
     """``linreg-predict``, ``scripts/predict.py``: predictions of a checkpoint for a CSV file."""
     from linreg_pl.serve import predict
 
-    run_command(predict)
+    run_command(predict, output_option="--output")
 
 
 def tune() -> None:

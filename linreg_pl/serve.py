@@ -102,7 +102,12 @@ class EvaluateCLI(CheckpointCLI):
             default="test",
             help="Rows to score: a split of the data module, or all its rows (for a new file).",
         )
-        parser.add_argument("--output", type=str, default="evaluation.json", help="Where to write the metrics (JSON).")
+        parser.add_argument(
+            "--output",
+            type=str | None,
+            default=None,
+            help="Where to write the metrics (JSON); by default evaluation.json in the checkpoint's run directory.",
+        )
 
 
 class PredictCLI(CheckpointCLI):
@@ -135,9 +140,17 @@ def evaluate(args: list[str] | None = None) -> dict:
     """Run ``scripts/evaluate.py``; returns what it wrote."""
     cli = EvaluateCLI(args)
     config, datamodule = cli.config, cli.datamodule
-    _check_output(config.output, [cli.checkpoint_path, getattr(datamodule.source, "path", None)])
+    output = config.output or str(run_directory_of(cli.checkpoint_path) / "evaluation.json")
+    _check_output(output, [cli.checkpoint_path, getattr(datamodule.source, "path", None)])
+    trained = cli.checkpoint["hyper_parameters"].get("feature_names")
+    if trained and set(datamodule.feature_names) < set(trained):  # the same data, less a column
+        missing = [name for name in trained if name not in datamodule.feature_names]
+        raise InputError(
+            f"'{cli.checkpoint_path}' was trained on features {trained}, but the data has no column(s) {missing}; "
+            "give data with those columns."
+        )
     check_matches(cli.checkpoint, cli.checkpoint_path, cli.model)
-    _check_names(cli.checkpoint["hyper_parameters"].get("feature_names"), datamodule.feature_names, cli.checkpoint_path)
+    _check_names(trained, datamodule.feature_names, cli.checkpoint_path)
     splits = ("train", "val", "test") if config.split == "all" else (config.split,)
     parts = [datamodule.arrays(split) for split in splits]
     x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -153,12 +166,12 @@ def evaluate(args: list[str] | None = None) -> dict:
         **pooled,
         "per_target": dict(zip(datamodule.target_names, by_target, strict=True)),
     }
-    write_text_atomically(config.output, json.dumps(result, indent=2) + "\n")
+    write_text_atomically(output, json.dumps(result, indent=2) + "\n")
     print(
         f"{result['dataset']}, {config.split}: {len(x)} rows  "
         + "  ".join(f"{m} {v:.6g}" if v is not None else f"{m} undefined" for m, v in pooled.items())
     )
-    print(f"wrote {config.output}")
+    print(f"wrote {output}")
     return result
 
 
@@ -167,10 +180,29 @@ def predict(args: list[str] | None = None) -> Path:
     cli = PredictCLI(args)
     source, output = Path(cli.config.input), Path(cli.config.output)
     _check_output(output, [cli.checkpoint_path, source])
-    frame = read_csv(source)
+    frame = read_csv(source, option="--input")
     x = design_matrix(cli.checkpoint, frame, source, cli.config.unseen_levels)
-    frame = frame.assign(**output_columns(cli.checkpoint, cli.predictions(x), x, frame, source, cli.config.interval))
-    write_text_atomically(output, frame.to_csv(index=False, float_format="%.17g"))
+    if not np.isfinite(x).all():
+        rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        names = cli.checkpoint["hyper_parameters"].get("feature_names") or [f"x{j}" for j in range(x.shape[1])]
+        columns = [name for name, finite in zip(names, np.isfinite(x).all(axis=0), strict=True) if not finite]
+        raise InputError(
+            f"--input '{source}' has infinite values in column(s) {columns} (data row {rows[0] + 1}"
+            f"{f' and {len(rows) - 1} more' if len(rows) > 1 else ''}); a prediction there would be meaningless: "
+            "fix or drop those rows."
+        )
+    predicted = cli.predictions(x)
+    if not np.isfinite(predicted).all():
+        row = np.flatnonzero(~np.isfinite(predicted).all(axis=1))[0]
+        raise InputError(
+            f"the prediction for data row {row + 1} of --input '{source}' overflows float64; its features are far "
+            "outside the training data's range: check that row."
+        )
+    columns = output_columns(cli.checkpoint, predicted, x, frame, source, cli.config.interval)
+    # Every input column passes through as the text it was in the file; only the new columns are numbers.
+    text = read_csv(source, option="--input", as_text=True)
+    text = text.assign(**{name: [repr(float(v)) for v in values] for name, values in columns.items()})  # shortest exact
+    write_text_atomically(output, text.to_csv(index=False))
     print(f"wrote {len(frame)} predictions to {output}")
     return output
 
@@ -244,12 +276,22 @@ def checkpoint_of(path: str) -> str:
     return str(best[-1])
 
 
+def run_directory_of(checkpoint: str | Path) -> Path:
+    """The run directory of a checkpoint written by scripts/train.py (``RUN/checkpoints/x.ckpt``),
+    else the checkpoint's own folder."""
+    folder = Path(checkpoint).resolve().parent
+    return folder.parent if folder.name == "checkpoints" else folder
+
+
 def _read_ahead(flag: str, args) -> str | None:
     """A flag's value, read before the CLI parses (the checkpoint's hyper-parameters are defaults)."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument(flag)
-    known, _ = pre.parse_known_args(sys.argv[1:] if args is None else args)
-    return getattr(known, flag.lstrip("-"))
+    known, rest = pre.parse_known_args(sys.argv[1:] if args is None else args)
+    given = getattr(known, flag.lstrip("-"))
+    if given is None and (path := next((a for a in rest if not a.startswith("-") and Path(a).exists()), None)):
+        raise InputError(f"'{path}' was given without its option; pass it as {flag} {path}.")
+    return given
 
 
 def _check_output(output: str | Path, inputs: list) -> None:

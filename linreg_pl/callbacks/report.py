@@ -20,6 +20,7 @@ from linreg_pl.callbacks.plots import ridge_path_figure
 from linreg_pl.data.streaming import MAX_MATERIALIZED_ROWS
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
+from linreg_pl.exact.solvers import Accumulator
 from linreg_pl.exact.statistics import (
     SandwichMeat,
     format_coefficient_table,
@@ -36,7 +37,8 @@ from linreg_pl.runtime.files import write_text_atomically
 LARGE_GAP = 0.05
 # The ridge curve's l2 values (the model's convention: a penalty on the mean squared error).
 DEFAULT_L2_GRID = [0.0] + [float(v) for v in np.logspace(-6, 1, 29)]
-LARGE_COEFFICIENT_ERROR = 0.01  # relative to the largest least-squares coefficient
+# Converged: every coefficient within this many of its own standard errors of least squares.
+SE_TOLERANCE = 0.01
 NEGLIGIBLE_EXCESS = 1e-6
 
 
@@ -176,35 +178,80 @@ def summarize(
     return summary
 
 
-def exact_reference(model: LinearRegression, datamodule: RegressionDataModule, method: str = "normal") -> dict | None:
+def exact_reference(
+    model: LinearRegression, datamodule: RegressionDataModule, method: str = "normal", optimum: tuple | None = None
+) -> dict | None:
     """The exact least-squares optimum of the model's own training objective (same scaling, same
     L2), and how far the trained model's train loss is above it. None with an L1 penalty, which
-    has no closed form."""
+    has no closed form. ``optimum`` (weight, bias) is that optimum from an earlier call of the same
+    run: its solve costs O(d³), the rest O(d²)."""
     l1, l2 = model.hparams.l1, model.hparams.l2
     if l1:
         return None
     moments = datamodule.train_statistics(method)
     scaling = model.scaling
-    weight, bias = moments.solve(scaling, l2)
+    weight, bias = optimum if optimum is not None else moments.solve(scaling, l2)
     learned_weight, learned_bias = model.learned_parameters()
     train_loss = moments.objective(learned_weight, learned_bias, scaling, l2)
     optimal_loss = moments.objective(weight, bias, scaling, l2)
     constant_loss = moments.objective(np.zeros_like(weight), moments.mean[moments.n_features :], scaling, l2)
     # Relative to an optimum of ~0 (a noiseless line) a gap means nothing: call that an exact fit.
     exact_fit = optimal_loss <= 1e-12 * constant_loss
-    learned, optimum = np.hstack([learned_weight, learned_bias[:, None]]), np.hstack([weight, bias[:, None]])
+    # With an L2 penalty the optimum is not OLS, whose standard errors then measure nothing here.
+    off = None if l2 else standard_errors_off(moments, (learned_weight, learned_bias), (weight, bias))
     return {
         "weight": weight.tolist(),
         "bias": bias.tolist(),
         "train_loss": train_loss,
         "optimal_train_loss": optimal_loss,
         "constant_train_loss": constant_loss,
-        # max |coefficient - least squares| / max |least squares|, over weights and bias
-        "coefficient_error": float(np.abs(learned - optimum).max() / max(np.abs(optimum).max(), 1e-300)),
         "optimality_gap": None if exact_fit else train_loss / optimal_loss - 1,
-        "converged": train_loss - optimal_loss <= max(LARGE_GAP * optimal_loss, NEGLIGIBLE_EXCESS * constant_loss)
-        and bool(exact_fit or np.abs(learned - optimum).max() <= LARGE_COEFFICIENT_ERROR * np.abs(optimum).max()),
+        "standard_errors_off": off,
+        "converged": is_converged(
+            train_loss - optimal_loss, optimal_loss, constant_loss, off if datamodule.real_data else None
+        ),
     }
+
+
+def standard_errors_off(moments: Accumulator, parameters: tuple, ols: tuple) -> float | None:
+    """How far ``parameters`` (weight, bias) are from the ordinary least-squares ones ``ols``, in
+    units of its standard errors: an upper bound on max |coefficient - OLS| / SE over every
+    coefficient, the intercept and any linear combination of them, for every target. None when
+    standard errors do not exist (as many parameters as rows, or an exact fit).
+
+    The excess residual sum of squares of parameters ``p`` over the OLS answer is
+    Δᵀ G Δ with Δ = p - p_ols and G the Gram matrix of [x, 1]; by Cauchy-Schwarz
+    |aᵀΔ|² <= ΔᵀGΔ · aᵀG⁻a = ΔᵀGΔ · SE(aᵀp)² / σ². So the bound is sqrt(excess RSS / σ²): one
+    number per target, no inverse, and a direction the data do not determine (collinear columns)
+    adds nothing to it, so it can be reached whatever the collinearity.
+    """
+    df_resid = moments.count - moments.n_features - 1
+    if df_resid <= 0:
+        return None
+    rss, ols_rss = _residual_sums(moments, *parameters), _residual_sums(moments, *ols)
+    total = _residual_sums(moments, np.zeros_like(ols[0]), moments.mean[moments.n_features :])
+    if not (ols_rss > 1e-12 * total).all():
+        return None  # an exact fit (as exact_reference calls it): every standard error is 0
+    return float(np.sqrt(np.maximum(rss - ols_rss, 0.0) / (ols_rss / df_resid)).max())
+
+
+def _residual_sums(moments: Accumulator, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The residual sum of squares of each target, in original units, from the moments alone."""
+    d = moments.n_features
+    directions = np.vstack([-np.asarray(weight, np.float64).T, np.eye(moments.n_targets)])
+    residual_mean = moments.mean[d:] - weight @ moments.mean[:d] - bias
+    return moments.quadratic_form(directions) + moments.weight_sum * residual_mean**2
+
+
+def is_converged(excess: float, optimal_loss: float, constant_loss: float, standard_errors: float | None) -> bool:
+    """Every coefficient within ``SE_TOLERANCE`` of its own standard error of least squares (so a
+    small coefficient cannot hide behind a large one); where standard errors do not exist (an
+    exact fit, no residual degrees of freedom, an L2 penalty) or are not the question (a lesson,
+    whose constant-step mini-batch SGD ends at its noise floor by design and is compared with the
+    truth), the train loss within ``LARGE_GAP`` of the optimum."""
+    if standard_errors is not None:
+        return standard_errors <= SE_TOLERANCE
+    return excess <= max(LARGE_GAP * optimal_loss, NEGLIGIBLE_EXCESS * constant_loss)
 
 
 def _test_by_target(model: LinearRegression, datamodule: RegressionDataModule) -> dict[str, dict]:
@@ -279,7 +326,8 @@ def _gap_line(exact: dict, target_standardized: bool) -> str:
     line = f"train loss ({space}) {exact['train_loss']:.6g}, exact optimum {exact['optimal_train_loss']:.6g}"
     gap = exact["optimality_gap"]
     line += " (an exact fit)" if gap is None else f", gap {gap:+.2%}"
-    line += f"; coefficients within {exact['coefficient_error']:.1e} of least squares (relative)"
+    if exact["standard_errors_off"] is not None:
+        line += f"; every coefficient within {exact['standard_errors_off']:.1e} standard errors of least squares"
     if not exact["converged"]:
         line += (
             "\nhint: training has not reached the optimum; try more epochs (--trainer.max_epochs), another "
@@ -295,7 +343,8 @@ def format_report(summary: dict) -> str:
     lines = [
         f"dataset {summary['dataset']}: train {sizes['train']}, val {sizes['val']}, test {sizes['test']} rows"
         + ("" if summary["evaluated_on"]["test"] == "test" else " (test split empty: scored on train)"),
-        f"trained {summary['epochs']} epochs, {summary['steps']} steps in {summary['wall_time_s']:.1f} s",
+        f"trained {_count(summary['epochs'], 'epoch')}, {_count(summary['steps'], 'step')} "
+        f"in {summary['wall_time_s']:.1f} s",
         "",
     ]
     if summary["learned"]:
@@ -318,6 +367,11 @@ def format_report(summary: dict) -> str:
         lines.append(f"trained model {summary['checkpoints']['last']}")
     lines.append(summary["run_dir"] or "(no run directory: logging is off)")
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _coefficient_table(summary: dict) -> list[str]:

@@ -8,6 +8,7 @@ import math
 from typing import Literal
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 from linreg_pl.callbacks import not_linear
@@ -20,6 +21,7 @@ from linreg_pl.runtime.checkpoints import last_checkpoint_path
 
 # Below this share of the loss of predicting the mean, a loss is float32 round-off: an exact fit.
 NEGLIGIBLE_LOSS = 1e-6
+_TINY = float(np.finfo(np.float64).tiny)
 
 
 class DivergenceGuard(Callback):
@@ -49,21 +51,25 @@ class DivergenceGuard(Callback):
 
 class StopAtOptimum(Callback):
     """Ends training once the model is at the exact least-squares optimum of its own objective:
-    the train loss within ``rtol`` of the optimum and every coefficient within ``coef_rtol``
-    (relative to the largest one) of its least-squares value. ``max_epochs`` is then a ceiling, not
-    a guess. Checked from the data's moments (no pass over rows) at the end of the first epoch after
-    each ``check_every_n_steps`` steps: every epoch of a mini-batch run, every tenth of a
-    full-batch one. A network other than the linear head has no least-squares optimum: it then
-    steps aside. A run with a progress bar also shows the live gap there (``train/gap``: the
-    train loss's relative excess over the optimum), lessons included; a lesson without one (a
-    log file) computes nothing.
+    every coefficient within ``se_tol`` of its own standard error of the least-squares value (the
+    report's test, ``linreg_pl.callbacks.report.standard_errors_off``: directions that collinear
+    columns leave undetermined do not count), or, where standard errors do not exist (an exact
+    fit, as many parameters as rows, an L2 penalty), the train loss within ``rtol`` of the
+    optimum. ``max_epochs`` is then a ceiling, not a guess. Checked from the data's moments (no
+    pass over rows; the optimum is solved once per fit) at the end of the first epoch after each
+    ``check_every_n_steps`` steps: every epoch of a mini-batch run, every tenth of a full-batch
+    one. A network other than the linear head has no least-squares optimum: it then steps aside.
+    A run with a progress bar also shows the live gap there (``train/gap``: the train loss's
+    relative excess over the optimum), lessons included; a lesson without one (a log file)
+    computes nothing.
 
     Parameters
     ----------
     rtol : float
-        Relative excess of the train loss over the optimum that counts as converged.
-    coef_rtol : float
-        Largest coefficient error, relative to the largest least-squares coefficient.
+        Relative excess of the train loss over the optimum that counts as converged where
+        standard errors do not exist.
+    se_tol : float
+        Largest distance of any coefficient from its least-squares value, in its standard errors.
     when : {"real_data", "always", "never"}
         When to stop: "real_data" (default) for CSV and bundled real sets, not for the lessons,
         whose runs show the textbook's epochs; "never" also turns the gap off.
@@ -74,21 +80,23 @@ class StopAtOptimum(Callback):
     def __init__(
         self,
         rtol: float = 1e-4,
-        coef_rtol: float = 1e-3,
+        se_tol: float = 0.01,
         when: Literal["real_data", "always", "never"] = "real_data",
         check_every_n_steps: int = 10,
     ) -> None:
-        for name, value in (("rtol", rtol), ("coef_rtol", coef_rtol)):
+        for name, value in (("rtol", rtol), ("se_tol", se_tol)):
             if not value > 0:
                 raise InputError(f"StopAtOptimum {name}={value} must be > 0.")
         if check_every_n_steps < 1:
             raise InputError(f"StopAtOptimum check_every_n_steps={check_every_n_steps} must be an integer >= 1.")
-        self.rtol, self.coef_rtol, self.when = rtol, coef_rtol, when
+        self.rtol, self.se_tol, self.when = rtol, se_tol, when
         self.check_every_n_steps = check_every_n_steps
         self._checked_step = 0
+        self._optimum: tuple[np.ndarray, np.ndarray] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: LinearRegression) -> None:
         self._checked_step = trainer.global_step
+        self._optimum = None  # a new fit may have other data
         if self.when != "never":
             not_linear(trainer, pl_module, "StopAtOptimum")
 
@@ -104,16 +112,18 @@ class StopAtOptimum(Callback):
         if trainer.global_step - self._checked_step < self.check_every_n_steps:
             return
         self._checked_step = trainer.global_step
-        reference = exact_reference(pl_module, datamodule)
+        reference = exact_reference(pl_module, datamodule, optimum=self._optimum)
+        # The data, their scaling and the penalty are fixed for the run: one solve is enough.
+        self._optimum = np.array(reference["weight"]), np.array(reference["bias"])
         excess = reference["train_loss"] - reference["optimal_train_loss"]
-        floor = max(reference["optimal_train_loss"], NEGLIGIBLE_LOSS * reference["constant_train_loss"])
+        # The tiny floor: a constant target has an optimum and a constant model of loss 0.
+        floor = max(reference["optimal_train_loss"], NEGLIGIBLE_LOSS * reference["constant_train_loss"], _TINY)
         pl_module.log("train/gap", excess / floor, prog_bar=True, sync_dist=trainer.world_size > 1)
         if not stops:
             return
-        if excess <= self.rtol * floor and reference["coefficient_error"] <= self.coef_rtol:
+        off = reference["standard_errors_off"]
+        if off <= self.se_tol if off is not None else excess <= self.rtol * floor:
             trainer.should_stop = True
             if trainer.is_global_zero:
-                print(
-                    f"reached the least-squares optimum at epoch {trainer.current_epoch} "
-                    f"(loss gap {excess / floor:.1e}, coefficient error {reference['coefficient_error']:.1e}): stopping"
-                )
+                closeness = f"within {off:.1e} standard errors" if off is not None else f"loss gap {excess / floor:.1e}"
+                print(f"reached the least-squares optimum at epoch {trainer.current_epoch} ({closeness}): stopping")

@@ -77,6 +77,10 @@ class CSVSource(DataSource):
         decimal: Literal[".", ","] | None = None,
     ) -> None:
         self.path = Path(os.fspath(path)).expanduser()
+        try:
+            self.path.resolve()
+        except (OSError, RuntimeError):  # RuntimeError: Python 3.11's pathlib on a symlink loop
+            raise InputError(f"data.source.path='{path}' is a loop of symbolic links; give the file itself.") from None
         self.targets = [target] if isinstance(target, str) else list(target)
         if not self.targets:
             raise InputError("target=[] is empty: name at least one target column.")
@@ -194,16 +198,24 @@ def sniff_layout(sample: str, delimiter: str | None = None, decimal: str | None 
     return CSVLayout(delimiter, decimal, skip)
 
 
-def read_csv(path: Path, delimiter: str | None = None, decimal: str | None = None):
+def read_csv(
+    path: Path,
+    delimiter: str | None = None,
+    decimal: str | None = None,
+    option: str = "--data.source.path",
+    as_text: bool = False,
+):
     """A CSV file with a header row and at least one data row, as a pandas DataFrame.
 
     The delimiter, the decimal mark and comment lines above the header are found by
     ``sniff_layout`` unless given; what detection changed is said in one line on stderr.
+    ``option`` is the one that gave the path (named in errors); ``as_text`` keeps every field as
+    the text in the file (``147.7`` stays ``147.7``, an empty field stays empty).
     """
     import pandas as pd
 
     if not path.is_file():
-        raise InputError(f"CSV file not found: '{path}'; check the path given to --data.source.path.")
+        raise InputError(f"CSV file not found: '{path}'; check the path given to {option}.")
     try:
         with path.open("rb") as file:
             head = file.read(SAMPLE_BYTES)
@@ -222,6 +234,7 @@ def read_csv(path: Path, delimiter: str | None = None, decimal: str | None = Non
                 encoding="utf-8-sig",
                 skipinitialspace=True,
                 index_col=False,  # never take the first column for an index
+                **({"dtype": str, "keep_default_na": False} if as_text else {}),
             )
     except pd.errors.EmptyDataError:
         raise InputError(f"CSV file '{path}' is empty: it needs a header row and data rows.") from None

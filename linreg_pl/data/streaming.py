@@ -27,6 +27,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -802,9 +803,13 @@ def write_linear_dataset(
     noise: float = 0.1,
     seed: int = 0,
     format: Literal["parquet", "csv", "csv.gz"] = "parquet",
+    overwrite: bool = False,
 ) -> dict:
     """Write ``rows`` rows of y = x @ w + b + noise as float32 files ``part-00000.<format>``, ... in
     ``out``, one row group at a time (bounded memory), and ``truth.json`` with w and b.
+
+    ``out`` must be new or empty: another data set's part files left beside these would be read
+    with them. ``overwrite`` replaces a folder that holds files, whole, once the new set is complete.
 
     Columns ``x0 .. x{features-1}`` are N(0, 1), w is drawn from N(0, 1) and b = 1. Returns the
     contents of ``truth.json``.
@@ -834,10 +839,20 @@ def write_linear_dataset(
         raise InputError(f"noise={noise} must be >= 0 (it is a standard deviation).")
     if format not in ("parquet", "csv", "csv.gz"):
         raise InputError(f"format={format!r} must be 'parquet', 'csv' or 'csv.gz'.")
+    target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"--out '{target}' is a file; give a folder.")
+    replaces = target.is_dir() and any(target.iterdir())
+    if replaces and not overwrite:
+        raise InputError(
+            f"--out '{target}' already holds files; its part files would be mixed with the new ones: choose a new "
+            "or empty folder, or pass --overwrite to replace it whole."
+        )
+    # A replacement is written beside the old folder and swapped in only once complete.
+    out = target.with_name(f".{target.name}.{os.getpid()}.partial") if replaces else target
     rng = np.random.default_rng(seed)
     weight, bias = rng.standard_normal(features), 1.0
     names = [f"x{j}" for j in range(features)] + ["y"]
-    out = Path(out)
     for part, first in enumerate(range(0, rows, rows_per_file)):
         path = out / f"part-{part:05d}.{format}"
         with atomic_open(path) as file:
@@ -871,4 +886,7 @@ def write_linear_dataset(
         "seed": seed,
     }
     write_text_atomically(out / "truth.json", json.dumps(truth, indent=2) + "\n")
+    if replaces:
+        shutil.rmtree(target)
+        out.rename(target)
     return truth

@@ -95,10 +95,11 @@ class LastCheckpoint(Callback):
         if path is None or trainer.fast_dev_run or trainer.state.fn != "fit":
             return
         # trainer.save_checkpoint ends in a barrier: only safe where every rank raised at the same
-        # step (GracefulStop's Interrupted), or alone. Lightning's own interrupts reach the ranks
-        # at different steps.
+        # step (GracefulStop's Interrupted), or alone. Lightning's own interrupts, and a signal
+        # at start-up, reach the ranks at different moments.
         alone = trainer.world_size == 1
-        if not isinstance(exception, Interrupted) and not (alone and isinstance(exception, LIGHTNING_INTERRUPTS)):
+        agreed = isinstance(exception, Interrupted) and exception.at_agreed_step
+        if not agreed and not (alone and isinstance(exception, LIGHTNING_INTERRUPTS)):
             return
         trainer.save_checkpoint(path, weights_only=False)
         if trainer.is_global_zero:
@@ -198,3 +199,25 @@ def resolve_checkpoint(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
             f"--ckpt_path last: no last.ckpt under '{experiment}/version_*/checkpoints/'; train once without it first."
         )
     return str(candidates[-1])
+
+
+def check_resumable(checkpoint: dict[str, Any], path: str, trainer: L.Trainer, source: dict | None) -> None:
+    """Resuming ``path`` (what ``--ckpt_path last`` found) trains something, on this experiment's data.
+
+    Refused: a checkpoint of other data (``source``, the data source's config, differs from the one
+    saved), and a finished run (all of ``--trainer.max_epochs`` trained), which would train nothing
+    and leave an empty run behind.
+    """
+    saved = (checkpoint.get("datamodule_hyper_parameters") or {}).get("source")
+    if source is not None and saved is not None and saved != source:
+        raise InputError(
+            f"--ckpt_path last found '{path}', which was trained on other data ({saved.get('class_path')} "
+            f"{saved.get('init_args')}); give this experiment's checkpoint by its path, or start without --ckpt_path."
+        )
+    epochs_done = checkpoint.get("epoch", -1) + 1
+    if 0 <= trainer.max_epochs <= epochs_done:
+        raise InputError(
+            f"--ckpt_path last: '{path}' is a finished run (all {epochs_done} epochs of --trainer.max_epochs "
+            f"{trainer.max_epochs} trained); resuming it trains nothing. Raise "
+            "--trainer.max_epochs to train it further from that checkpoint, or start a new run without --ckpt_path."
+        )

@@ -40,6 +40,17 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
         partial.unlink(missing_ok=True)
 
 
+def visible_name(path: str | os.PathLike) -> str:
+    """The file a user asked for: the target of ``atomic_open``'s temporary file, else ``path``.
+
+    >>> visible_name("out/.pred.csv.123.partial"), visible_name("out/pred.csv")
+    ('out/pred.csv', 'out/pred.csv')
+    """
+    path = Path(path)
+    name, _, _ = path.name.removeprefix(".").removesuffix(PARTIAL_SUFFIX).rpartition(".")
+    return str(path.with_name(name)) if path.name.endswith(PARTIAL_SUFFIX) and name else str(path)
+
+
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8) in one step."""
     with atomic_open(path) as file:

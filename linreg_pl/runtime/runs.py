@@ -104,7 +104,10 @@ def run_directory(trainer: L.Trainer, ckpt_path: str | None = None) -> Iterator[
     path, created = claim_run_dir(logger, ckpt_path)
     try:
         yield path
-    except BaseException:
+    except BaseException as error:
         if created and trainer.global_step == 0 and not any(path.rglob("*.ckpt")):
             shutil.rmtree(path, ignore_errors=True)
+        if isinstance(error, OSError) and error.filename is None:
+            # TensorBoard's writer thread re-raises a failed write without its file: name the run.
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise

@@ -11,12 +11,15 @@ A watchdog ends the process if the stop takes longer than ``grace_s``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from types import FrameType
 
 import lightning as L
@@ -40,9 +43,12 @@ class Interrupted(SystemExit):
     (143, 130)
     """
 
-    def __init__(self, signum: int, status: int | None = None) -> None:
+    def __init__(self, signum: int, status: int | None = None, at_agreed_step: bool = False) -> None:
         super().__init__(128 + signum if status is None else status)
         self.signum = signum
+        # Raised by every rank at the same training step (GracefulStop), where a collective such
+        # as a checkpoint's barrier is safe; else by one process wherever the signal found it.
+        self.at_agreed_step = at_agreed_step
 
 
 class GracefulStop(Callback):
@@ -161,7 +167,7 @@ class GracefulStop(Callback):
         )
         if self._children:
             atexit.register(self._reap_children)
-        raise Interrupted(signum, 0 if launched_child else None)
+        raise Interrupted(signum, 0 if launched_child else None, at_agreed_step=True)
 
     def _reap_children(self) -> None:
         """At exit of the launching process: give its ranks ``grace_s`` to finish, then kill them,
@@ -194,6 +200,104 @@ class GracefulStop(Callback):
                     f"error: rank {rank} (pid {child.pid}) ended with {_describe(returncode)}; rank 0 stops too",
                     file=sys.stderr,
                 )
+                raise SystemExit(1)  # the line says it all: no gloo traceback of this rank after it
+        if trainer.world_size > 1 and isinstance(exception, RuntimeError) and _PEER_LOST in str(exception):
+            print(f"error: rank {trainer.global_rank} lost a peer rank (it ended); stopping too", file=sys.stderr)
+            raise SystemExit(1)
+
+
+# How gloo reports a collective whose peer process has ended.
+_PEER_LOST = "Connection reset by peer"
+
+
+@contextlib.contextmanager
+def stop_on_signals(grace_s: float = 10.0) -> Iterator[None]:
+    """For a whole command, start-up and end included: SIGINT and SIGTERM raise ``Interrupted`` in
+    the main thread (``GracefulStop`` replaces this while a stage runs); the processes this one
+    started (the DDP ranks Lightning launched) are then given ``grace_s`` to end and killed.
+
+    A main thread inside C (waiting for the other ranks to join the process group, say) runs no
+    Python handler; a watcher thread, woken through ``signal.set_wakeup_fd`` whatever the main
+    thread does, then ends the process and its children ``grace_s`` after the signal. The previous
+    handlers come back when the block ends: a caller in-process (a test) keeps its own.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    reader, writer = os.pipe()
+    os.set_blocking(writer, False)
+    previous_fd = signal.set_wakeup_fd(writer, warn_on_full_buffer=False)
+    timers: list[threading.Timer] = []  # armed by the watcher; a block that ended in time disarms them
+    watcher = threading.Thread(
+        target=_watch, args=(reader, grace_s, timers), daemon=True, name="linreg_pl-signal-watcher"
+    )
+    watcher.start()
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise_interrupted)
+    try:
+        yield
+    except Interrupted as stop:
+        # At an agreed step every rank is stopping already (and saving); else the signal reached
+        # this one alone, before anything worth saving: its ranks end now, before they notice
+        # (a rank waiting for this one in C++ would print a stack trace when it goes).
+        _end_children(grace_s if stop.at_agreed_step else 0)
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(writer)  # the watcher reads end-of-file and returns
+        watcher.join()
+        os.close(reader)
+        for timer in timers:
+            timer.cancel()
+            timer.join()
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def _watch(reader: int, grace_s: float, timers: list[threading.Timer]) -> None:
+    """Until the pipe closes: ``grace_s`` after a stop signal, if the process still runs, end it."""
+    while data := os.read(reader, 16):
+        signums = [s for s in data if s in STOP_SIGNALS]
+        if signums:
+            timer = threading.Timer(grace_s, _exit_after_grace, (signums[0], grace_s))
+            timer.daemon = True
+            timer.start()
+            timers.append(timer)
+
+
+def _exit_after_grace(signum: int, grace_s: float) -> None:
+    name = signal.Signals(signum).name
+    os.write(2, f"error: {name}: still running {grace_s:g} s after it; exiting (pid {os.getpid()})\n".encode())
+    _end_children(0)
+    os._exit(128 + signum)
+
+
+def _end_children(grace_s: float) -> None:
+    """Give this process's children ``grace_s`` to end, then kill them: no rank outlives its launcher."""
+    deadline = time.monotonic() + grace_s
+    while (children := _children()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _children() -> list[int]:
+    """Live child processes of this one (Linux /proc; elsewhere none are found)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rpartition(")")[2].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if int(ppid) == os.getpid() and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _describe(returncode: int) -> str:

@@ -156,3 +156,13 @@ def test_resume_with_an_epoch_lr_scheduler_matches_the_uninterrupted_run(train_r
     a, b = (torch.load(s["checkpoints"]["last"], weights_only=True) for s in (whole, resumed))
     assert a["lr_schedulers"][0]["_last_lr"] == b["lr_schedulers"][0]["_last_lr"] == [0.03 * 0.5**4]
     torch.testing.assert_close(a["state_dict"]["net.weight"], b["state_dict"]["net.weight"], atol=1e-7, rtol=0)
+
+
+def test_ckpt_path_last_refuses_a_finished_run_and_another_data_set(train_run, in_tmp):
+    train_run("--trainer.max_epochs=2")
+    with pytest.raises(InputError, match=r"is a finished run \(all 2 epochs of --trainer.max_epochs 2 trained\)"):
+        train_run("--trainer.max_epochs=2", "--ckpt_path=last")
+    with pytest.raises(InputError, match="which was trained on other data"):
+        train_run("--trainer.max_epochs=4", "--data.source.n_samples=500", "--ckpt_path=last")
+    assert [p.name for p in (in_tmp / "logs" / "d2l").iterdir()] == ["version_0"]  # no empty run left
+    assert train_run("--trainer.max_epochs=3", "--ckpt_path=last")["epochs"] == 3  # raising the ceiling resumes

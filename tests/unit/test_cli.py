@@ -129,7 +129,7 @@ def test_stacked_configs_and_dotted_flags(train_run, tmp_path):
         (["--model.optimizer.lrr=0.1"], "--model.optimizer.lrr is not an argument of SGD; did you mean 'lr'?"),
         (["fit"], "unrecognized arguments: fit"),
         (["--trainer.max_epochs=-5"], "`max_epochs` must be a non-negative integer or -1. You passed in -5."),
-        (["--trainer.accelerator=gpu"], "invalid --trainer options: No supported gpu backend found!"),
+        (["--trainer.accelerator=gpu"], "gpu is not available on this machine: use --trainer.accelerator cpu"),
         (["--trainer.devices=0"], "invalid --trainer options: `Trainer(devices='0')` value is not a valid input"),
         (["--trainer.check_val_every_n_epoch=0"], "--trainer.check_val_every_n_epoch=0 must be an integer >= 1"),
         (["--trainer.log_every_n_steps=0"], "--trainer.log_every_n_steps=0 must be an integer >= 1"),

@@ -135,7 +135,7 @@ def test_values_float32_cannot_square_are_refused_once_the_precision_is_known(x,
 def test_the_range_limit_is_where_float32_sums_of_squares_overflow():
     # 4 rows: sqrt(float32 max / 4) = 9.2e18. Independent check: the float32 sum of squares itself.
     for value, refused in ((9e18, False), (1e19, True)):
-        y = [value, value, value, value]
+        y = [value, -value, value, value]  # not constant: a constant target is refused on its own
         assert torch.isinf(torch.tensor(y, dtype=torch.float32).square().sum()) == refused
         dm = RegressionDataModule(Points(x=[1, 2, 3, 4], y=y), val_fraction=0, test_fraction=0)
         if refused:
@@ -223,3 +223,29 @@ def test_steps_per_batch_groups_the_same_mini_batches_in_the_same_order():
 def test_steps_per_batch_must_be_positive():
     with pytest.raises(InputError, match="data.steps_per_batch=0 must be >= 1"):
         d2l(steps_per_batch=0)
+
+
+def test_an_offset_float32_cannot_resolve_is_refused_and_float64_reaches_least_squares(train_run, in_tmp):
+    rng = np.random.default_rng(0)
+    t = 1.7e9 + rng.uniform(0, 1000, 300)  # a timestamp: float32 rounds it in steps of 128
+    y = 0.01 * (t - 1.7e9) + rng.normal(size=300)
+    (in_tmp / "ts.csv").write_text("t,y\n" + "".join(f"{a:.17g},{b:.17g}\n" for a, b in zip(t, y, strict=True)))
+    source = ["--data.source=CSVSource", "--data.source.path=ts.csv", "--data.source.target=y"]
+    with pytest.raises(InputError, match=r"column\(s\) \['t'\] .* float32 rounds in steps of 128 .* 64-true"):
+        train_run(*source)
+    summary = train_run(*source, "--trainer.precision=64-true")
+    x_train, y_train = RegressionDataModule(CSVSource(in_tmp / "ts.csv", "y")).arrays("train")
+    weight, _ = lstsq_with_intercept(x_train - x_train.mean(axis=0), y_train)  # centred: well conditioned
+    assert summary["learned"]["weight"][0][0] == pytest.approx(weight[0, 0], rel=1e-6)
+
+
+def test_a_table_too_wide_for_the_exact_reference_is_refused_before_any_pass(train_run, in_tmp):
+    columns = [f"x{j}" for j in range(2000)]
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(300, 2001)).round(3)
+    (in_tmp / "wide.csv").write_text(
+        ",".join([*columns, "y"]) + "\n" + "\n".join(",".join(map(str, row)) for row in rows) + "\n"
+    )
+    with pytest.raises(InputError, match=r"2,000 feature columns, more than the 1,000 .* --data.source.features"):
+        train_run("--data.source=CSVSource", "--data.source.path=wide.csv", "--data.source.target=y")
+    assert not (in_tmp / "logs").exists()

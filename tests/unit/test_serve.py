@@ -1,5 +1,7 @@
 """Use a trained model: evaluate and predict from a checkpoint, from the command line and Python."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -157,3 +159,61 @@ def test_python_api_checkpoint_loads_safely_and_predicts(tmp_path):
     x = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
     np.testing.assert_allclose(loaded.predict(x)[:, 0], [3, -1, 2, 5], atol=1e-3)  # y = 3 x0 - x1, exactly
     assert loaded.predict(pd.DataFrame(x[:, ::-1], columns=["x1", "x0"])).tolist() == loaded.predict(x).tolist()
+
+
+def test_evaluate_names_the_flag_for_a_run_directory_and_writes_into_that_run(csv_run, in_tmp):
+    run_dir = csv_run["run_dir"]
+    with pytest.raises(InputError, match=f"pass it as --ckpt_path {run_dir}"):
+        evaluate([run_dir])
+    evaluate(["--ckpt_path", run_dir])
+    assert (Path(run_dir) / "evaluation.json").is_file() and not (in_tmp / "evaluation.json").exists()
+
+
+def test_evaluate_on_data_without_a_feature_column_names_the_column(csv_run, in_tmp):
+    pd.read_csv(CONFIGS / "example.csv").drop(columns=["age_years"]).to_csv(in_tmp / "less.csv", index=False)
+    with pytest.raises(InputError, match=r"no column\(s\) \['age_years'\]"):
+        evaluate(["--ckpt_path", csv_run["run_dir"], "--data.source.path", "less.csv", "--output", "e.json"])
+
+
+def test_evaluate_split_choice_lists_the_choices(csv_run, in_tmp):
+    with pytest.raises(InputError, match=r"--split bogus: expected one of 'all', 'train', 'val', 'test'"):
+        evaluate(["--ckpt_path", csv_run["run_dir"], "--split", "bogus"])
+
+
+def test_predict_copies_every_input_column_byte_for_byte(csv_run, in_tmp):
+    predict(
+        ["--ckpt_path", csv_run["checkpoints"]["last"], "--input", str(CONFIGS / "example.csv"), "--output", "p.csv"]
+    )
+    given = (CONFIGS / "example.csv").read_text().splitlines()
+    written = (in_tmp / "p.csv").read_text().splitlines()
+    assert [line.rpartition(",")[0] for line in written] == given  # '147.7' and '115.0' as they were
+    assert written[0].endswith(",price_k_predicted")
+
+
+def test_predict_refuses_infinite_features_and_writes_nothing(csv_run, in_tmp):
+    frame = pd.read_csv(CONFIGS / "example.csv")
+    frame.loc[4, "area_m2"] = np.inf
+    frame.to_csv(in_tmp / "inf.csv", index=False)
+    with pytest.raises(InputError, match=r"infinite values in column\(s\) \['area_m2'\] \(data row 5\)"):
+        predict(["--ckpt_path", csv_run["checkpoints"]["last"], "--input", "inf.csv", "--output", "p.csv"])
+    assert not (in_tmp / "p.csv").exists()
+
+
+def test_predict_errors_name_its_own_options(csv_run, in_tmp, capsys):
+    from linreg_pl.cli import run_command
+
+    with pytest.raises(InputError, match="check the path given to --input"):
+        predict(["--ckpt_path", csv_run["checkpoints"]["last"], "--input", "nope.csv", "--output", "p.csv"])
+    unwritable = "/proc/linreg_pl_predictions.csv"  # no file can be created there, even by root
+    args = [
+        "--ckpt_path",
+        csv_run["checkpoints"]["last"],
+        "--input",
+        str(CONFIGS / "example.csv"),
+        "--output",
+        unwritable,
+    ]
+    with pytest.raises(SystemExit):
+        run_command(predict, args, output_option="--output")
+    error = capsys.readouterr().err
+    assert f"cannot write '{unwritable}'" in error and "with --output" in error and ".partial" not in error

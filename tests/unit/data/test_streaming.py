@@ -277,6 +277,28 @@ def test_ddp_with_unequal_shares_and_workers_takes_equal_steps(folder, tmp_path)
     np.testing.assert_allclose(summary["learned"]["weight"], summary["exact"]["weight"], atol=0.02)
 
 
+def test_make_dataset_refuses_a_folder_with_files_and_overwrite_replaces_it_whole(tmp_path):
+    write_linear_dataset(tmp_path / "set", rows=300, features=3, rows_per_file=100)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "set").iterdir()}
+    with pytest.raises(InputError, match="already holds files.*--overwrite"):
+        write_linear_dataset(tmp_path / "set", rows=100, features=2)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "set").iterdir()} == before
+    truth = write_linear_dataset(tmp_path / "set", rows=100, features=2, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "set").iterdir()) == ["part-00000.parquet", "truth.json"]
+    assert json.loads((tmp_path / "set" / "truth.json").read_text()) == truth
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no partial folder left
+
+
+def test_make_dataset_bad_flags_end_in_one_line(tmp_path):
+    result = subprocess.run(
+        script_command("make_dataset.py", "--rows", "x", "--features", "2", "--out", "d"),
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "error: argument --rows: invalid int value: 'x' (--help lists the options)"
+    ]
+
+
 def test_parquet_categorical_and_weights_equal_the_csv_table(tmp_path):
     from linreg_pl import CSVSource
     from linreg_pl.exact.statistics import ols_inference

@@ -1,0 +1,15 @@
+"""Imported first by every script, before the package (whose imports take seconds): a SIGINT or
+SIGTERM while Python is still importing ends the command in one line, with status 128 + signum.
+Nothing exists yet to clean up; ``linreg_pl.cli.run_command`` takes over once the command runs."""
+
+import os
+import signal
+
+
+def _ended_while_starting(signum: int, frame) -> None:
+    os.write(2, f"error: interrupted ({signal.Signals(signum).name}) while starting; nothing was done\n".encode())
+    os._exit(128 + signum)
+
+
+for _signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(_signum, _ended_while_starting)
