@@ -21,7 +21,7 @@ from torchmetrics import MetricCollection
 
 from linreg_pl.errors import InputError
 from linreg_pl.exact.autosgd import AutoSGD
-from linreg_pl.metrics import MeanAbsoluteError, MeanSquaredError, R2Score
+from linreg_pl.metrics import MeanSquaredError, regression_metrics
 from linreg_pl.nets import LinearHead, Standardizer
 from linreg_pl.scaling import Scaling
 
@@ -123,21 +123,10 @@ class LinearRegression(L.LightningModule):
 
     @classmethod
     def metric_collection(cls) -> MetricCollection:
-        """The run's metrics, defined once: logged per epoch (``val/*``, ``test/*``), and the numbers
-        of the report (pooled, and each target's column alone), ``scripts/evaluate.py`` and the
-        HPARAMS tab; a metric added here shows in all. Row weights reach the metrics whose
-        ``update`` takes ``weight``. In float64: a float32 sum of squared errors loses digits over a
-        large split."""
-        metrics = {
-            "mse": MeanSquaredError(),
-            "rmse": MeanSquaredError(squared=False),
-            "mae": MeanAbsoluteError(),
-            "r2": R2Score(),
-        }
-        collection = MetricCollection({})
-        for name, metric in metrics.items():  # one at a time: a whole dict would be sorted by name
-            collection.add_metrics({name: metric})
-        return collection.set_dtype(torch.float64)
+        """The run's metrics, defined once (``linreg_pl.metrics.regression_metrics``): logged per
+        epoch (``val/*``, ``test/*``), and the numbers of the report (pooled, and each target's column
+        alone), ``scripts/evaluate.py`` and the HPARAMS tab; a metric added here shows in all."""
+        return regression_metrics()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions in original units for features in original units."""
@@ -167,7 +156,9 @@ class LinearRegression(L.LightningModule):
     def configure_optimizers(self):
         optimizer = self._make_optimizer()
         if isinstance(optimizer, AutoSGD) and (optimizer.auto_lr or optimizer.auto_momentum):
-            self._choose_step(optimizer)
+            why = optimizer.choose_step_from(self.trainer.datamodule, self.scaling, self.hparams.l2)
+            if self.trainer.is_global_zero:
+                print(why)
         if self.make_lr_scheduler is None:
             return optimizer
         scheduler = {"scheduler": self.make_lr_scheduler(optimizer)}
@@ -273,26 +264,12 @@ class LinearRegression(L.LightningModule):
         except ValueError as error:  # torch's own check, e.g. "Invalid learning rate: -1"
             raise InputError(f"model.optimizer is invalid: {error}; fix its init_args.") from None
         if isinstance(optimizer, AutoSGD) and self.linear is None:
-            if auto := [f"{n}='auto'" for n in ("lr", "momentum") if getattr(optimizer, f"auto_{n}")]:
-                raise InputError(
-                    f"model.optimizer.{' and '.join(auto)} (AutoSGD) takes its step from a linear model's curvature, "
-                    f"but model.net={type(self.net).__name__} is not linear; give numbers (--model.optimizer.lr 0.01 "
-                    "--model.optimizer.momentum 0.9) or another optimizer (--model.optimizer Adam)."
-                )
+            optimizer.refuse_auto_for(self.net)
         if not all(group["lr"] > 0 for group in optimizer.param_groups):
             raise InputError(
                 f"model.optimizer.lr={optimizer.param_groups[0]['lr']} trains nothing; give a positive learning rate."
             )
         return optimizer
-
-    def _choose_step(self, optimizer: AutoSGD) -> None:
-        datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "train_moments"):
-            raise InputError("model.optimizer.lr='auto' needs a RegressionDataModule to learn from; give a number.")
-        full_batch = datamodule.batch_size is None
-        why = optimizer.choose_step(datamodule.train_moments(), self.scaling, self.hparams.l2, full_batch)
-        if self.trainer.is_global_zero:
-            print(why)
 
     def _steps(self, batches) -> torch.Tensor:
         """One optimizer step per mini-batch of a Lightning batch (manual optimization)."""
@@ -312,16 +289,13 @@ class LinearRegression(L.LightningModule):
     def _step_schedulers(self, plateau: bool) -> None:
         # Under manual optimization the module steps its schedulers (Lightning's documented
         # pattern): per epoch, and the plateau kind once val/loss is known.
-        for scheduler in self._lr_scheduler_list():
+        schedulers = self.lr_schedulers() or []
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
             is_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
             if is_plateau and plateau and "val/loss" in self.trainer.callback_metrics:
                 scheduler.step(self.trainer.callback_metrics["val/loss"])
             elif not is_plateau and not plateau:
                 scheduler.step()
-
-    def _lr_scheduler_list(self) -> list:
-        schedulers = self.lr_schedulers()
-        return [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
 
     def _step(self, batch, stage: str) -> torch.Tensor | None:
         x, y, *weight = batch

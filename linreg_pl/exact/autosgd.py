@@ -18,7 +18,9 @@ from typing import Literal
 
 import numpy as np
 import torch
+from torch import nn
 
+from linreg_pl.errors import InputError
 from linreg_pl.exact.solvers import Moments
 from linreg_pl.scaling import Scaling
 
@@ -52,6 +54,22 @@ class AutoSGD(torch.optim.SGD):
                 raise ValueError(f"model.optimizer.{name}={value!r} must be a number >= 0 or 'auto'.")
         # Placeholders until the data is known; a momentum buffer exists only if momentum can be > 0.
         super().__init__(params, lr=1.0 if self.auto_lr else lr, momentum=0.5 if self.auto_momentum else momentum)
+
+    def refuse_auto_for(self, net: nn.Module) -> None:
+        """The "auto" values come from a linear model's curvature: another network must give numbers."""
+        if auto := [f"{name}='auto'" for name in ("lr", "momentum") if getattr(self, f"auto_{name}")]:
+            raise InputError(
+                f"model.optimizer.{' and '.join(auto)} (AutoSGD) takes its step from a linear model's curvature, "
+                f"but model.net={type(net).__name__} is not linear; give numbers (--model.optimizer.lr 0.01 "
+                "--model.optimizer.momentum 0.9) or another optimizer (--model.optimizer Adam)."
+            )
+
+    def choose_step_from(self, datamodule, scaling: Scaling, l2: float) -> str:
+        """``choose_step`` from a ``RegressionDataModule``'s training rows (full batch when its
+        ``batch_size`` is None)."""
+        if datamodule is None or not hasattr(datamodule, "train_moments"):
+            raise InputError("model.optimizer.lr='auto' needs a RegressionDataModule to learn from; give a number.")
+        return self.choose_step(datamodule.train_moments(), scaling, l2, full_batch=datamodule.batch_size is None)
 
     def choose_step(self, moments: Moments, scaling: Scaling, l2: float, full_batch: bool) -> str:
         """Set the "auto" values from the training data; returns a sentence saying what and why."""
