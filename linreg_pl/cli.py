@@ -41,7 +41,6 @@ from linreg_pl.runtime.signals import Interrupted, stop_on_signals
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 DEFAULT_LESSON = PROJECT_ROOT / "configs" / "d2l.yaml"
-LESSON_SOURCE = yaml.safe_load(DEFAULT_LESSON.read_text())["data"]["source"]["class_path"]
 # What the data module tells the model: its shape, its column names, the coding of categorical
 # columns and the fast path's setting.
 LINKED = ("n_features", "n_targets", "feature_names", "target_names", "encoding", "steps_per_batch")
@@ -155,8 +154,9 @@ class TrainCLI(LinearRegressionCLI):
             super().parse_arguments(parser, args)
         # A held-back --print_config leaves its request on the parser; the final parse makes it anew.
         print_requested = vars(parser).pop("print_config", None) is not None
-        if _class_of(self.config.data.source.class_path) is not _class_of(LESSON_SOURCE):
-            parser.default_config_files = [str(DEFAULT_CONFIG)]
+        lesson = _lesson_source()
+        if lesson is not None and _class_of(self.config.data.source.class_path) is not _class_of(lesson):
+            parser.default_config_files = [str(DEFAULT_CONFIG)] if DEFAULT_CONFIG.is_file() else []
         elif not print_requested:
             return
         super().parse_arguments(parser, args)
@@ -166,6 +166,14 @@ class TrainCLI(LinearRegressionCLI):
 AT_LEAST_ONE = ("check_val_every_n_epoch", "log_every_n_steps", "accumulate_grad_batches")
 # Callbacks that need a part of the run that the Trainer's flags can turn off.
 _NEEDS = {ModelCheckpoint: "enable_checkpointing", LearningRateMonitor: "logger"}
+
+
+def _lesson_source() -> str | None:
+    """The default lesson's data source class; None where the configs are not beside the package (an
+    installed wheel), which then runs without them."""
+    if not DEFAULT_LESSON.is_file():
+        return None
+    return yaml.safe_load(DEFAULT_LESSON.read_text())["data"]["source"]["class_path"]
 
 
 def _class_of(class_path: str) -> type:

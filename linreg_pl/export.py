@@ -91,9 +91,11 @@ def export(args: list[str] | None = None) -> dict:
         "output": f"{OUTPUT_NAME}: (batch x {len(targets)}) in the order of target_names, original units",
         "checkpoint": str(cli.checkpoint_path),
     }
+    predictor = Predictor(model).to(DTYPES[config.dtype]).eval()
+    # In the graph's dtype before loading: a float64 checkpoint's standardization (a mean of 1e6,
+    # say) copied into float32 buffers would lose the digits that --dtype float64 is asked to keep.
     model.load_state_dict(cli.checkpoint["state_dict"])  # weights and standardization
     rows = _verification_rows(config.input, names, model)
-    predictor = Predictor(model).to(DTYPES[config.dtype]).eval()
     # Two rows to trace with: a batch of one would be fixed as a constant; the batch stays dynamic.
     sample = torch.zeros(2, len(names), dtype=DTYPES[config.dtype])
     to_bytes, run = (_onnx, _run_onnx) if config.format == "onnx" else (_pt2, _run_pt2)

@@ -79,7 +79,15 @@ def test_a_study_killed_mid_trial_resumes_to_n_complete_trials_and_its_best_conf
 
 def test_a_ddp_trial_runs_as_its_own_processes_and_reports_through_the_storage(tmp_path):
     ddp = ["--config", str(CONFIGS / "line.yaml"), "--config", str(CONFIGS / "trainer" / "ddp_cpu.yaml")]
-    tune = [*ddp, "--trainer.max_epochs=20", "--tune", str(CONFIGS / "tune" / "ridge.yaml"), "--n_trials", "1"]
+    tune = [
+        *ddp,
+        "--trainer.max_epochs=20",
+        "--trainer.check_val_every_n_epoch=10",
+        "--tune",
+        str(CONFIGS / "tune" / "ridge.yaml"),
+        "--n_trials",
+        "1",
+    ]
     result = subprocess.run(script_command("tune.py", *tune), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="ridge", storage=f"sqlite:///{tmp_path / 'logs' / 'line' / 'optuna.db'}")

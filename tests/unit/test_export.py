@@ -93,6 +93,7 @@ def test_float32_that_would_lose_digits_is_refused_and_float64_exports(train_run
         f"--data.source.path={in_tmp / 'far.csv'}",
         "--data.source.target=y",
         "--data.standardize_features=true",
+        "--trainer.precision=64-true",  # what training itself needs here (float32 cannot resolve u)
         "--trainer.max_epochs=20",
     )
     with pytest.raises(InputError, match="differs from the checkpoint by .* use --dtype float64"):
