@@ -41,9 +41,8 @@ from linreg_pl.runtime.signals import Interrupted, stop_on_signals
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 DEFAULT_LESSON = PROJECT_ROOT / "configs" / "d2l.yaml"
-# What the data module tells the model: its shape, its column names, the coding of categorical
-# columns and the fast path's setting.
-LINKED = ("n_features", "n_targets", "feature_names", "target_names", "encoding", "steps_per_batch")
+# What the data module tells the model: its shape, its column names and the coding of categorical columns.
+LINKED = ("n_features", "n_targets", "feature_names", "target_names", "encoding")
 
 
 class LinearRegressionCLI(LightningCLI):
@@ -200,12 +199,6 @@ def train(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> 
     # Claims version_N now (atomically; under ddp_spawn, fit and test run in fresh processes that
     # would otherwise each take the next free one) and removes it again if the run fails to start.
     with run_directory(trainer, cli.config.ckpt_path):
-        if not model.automatic_optimization and (trainer.gradient_clip_val or trainer.accumulate_grad_batches > 1):
-            raise InputError(
-                f"data.steps_per_batch={datamodule.steps_per_batch} runs several optimizer steps per batch, which "
-                "Lightning's gradient clipping and accumulation do not support; drop --trainer.gradient_clip_val and "
-                "--trainer.accumulate_grad_batches, or set data.steps_per_batch 1."
-            )
         ckpt_path = resolve_checkpoint(cli.config.ckpt_path, trainer)
         if ckpt_path is not None:
             checkpoint = read_checkpoint(ckpt_path)

@@ -8,13 +8,14 @@ starts and ``n_features`` is known when the CLI links it into the model.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from linreg_pl.data.batching import batch_bounds, rank_share
+from linreg_pl.data.batching import batch_bounds, rank_share, training_steps
 from linreg_pl.data.checks import check_finite, check_range, check_resolution, check_target_varies, check_width
 from linreg_pl.data.encoding import Encoding
 from linreg_pl.data.sources import DataSource
@@ -24,6 +25,10 @@ from linreg_pl.exact.solvers import Accumulator, ExactLeastSquares, Moments
 from linreg_pl.scaling import Scaling
 
 STAGES = ("train", "val", "test")
+# steps_per_batch="auto": at most this many optimizer steps, and rows, per Lightning batch. Past
+# 100 steps Lightning's per-batch cost (~0.5 ms) is a few per cent of a batch even of the smallest steps.
+AUTO_MAX_STEPS = 100
+AUTO_MAX_ROWS = 65536
 
 
 class MiniBatches:
@@ -121,12 +126,14 @@ class RegressionDataModule(L.LightningDataModule):
         Under DDP the global batch is ``batch_size * world_size``.
     shuffle : bool
         Reshuffle the training rows every epoch.
-    steps_per_batch : int
-        Optimizer steps per Lightning batch (the fast path). 1: one step per batch, Lightning's
-        automatic optimization. Above 1, each Lightning batch carries that many mini-batches
-        (gathered at once) and the model steps through them itself, which spreads Lightning's
-        per-batch cost over them; the Trainer's gradient clipping and accumulation are then not
-        available, and ``log_every_n_steps`` counts Lightning batches.
+    steps_per_batch : int or "auto"
+        Optimizer steps per Lightning batch. 1: one step per batch, Lightning's automatic
+        optimization. Above 1, each Lightning batch carries that many mini-batches and the model
+        steps through them itself (the same updates, in the same order), which spreads Lightning's
+        per-batch cost (~0.5 ms) over them; the Trainer's gradient clipping and accumulation are
+        then not available. "auto" (default): as many as ``AUTO_MAX_STEPS`` (fewer for big batches),
+        in equal groups per epoch, wherever the Trainer's flags allow it, and one line says so;
+        the logged curves, snapshots and checkpoints keep counting optimizer steps.
     encoding : dict, optional
         The coding of categorical columns (``linreg_pl.data.encoding``): a trained model's, which
         evaluation applies to its data. Default: learned from the training split.
@@ -149,7 +156,7 @@ class RegressionDataModule(L.LightningDataModule):
         standardize_target: bool = False,
         batch_size: int | None = None,
         shuffle: bool = True,
-        steps_per_batch: int = 1,
+        steps_per_batch: int | Literal["auto"] = "auto",
         encoding: dict | None = None,
     ) -> None:
         super().__init__()
@@ -166,11 +173,11 @@ class RegressionDataModule(L.LightningDataModule):
             )
         if batch_size is not None and batch_size < 1:
             raise InputError(f"data.batch_size={batch_size} must be >= 1, or null for full-batch training.")
-        if steps_per_batch < 1:
-            raise InputError(f"data.steps_per_batch={steps_per_batch} must be >= 1.")
+        if steps_per_batch != "auto" and not (isinstance(steps_per_batch, int) and steps_per_batch >= 1):
+            raise InputError(f"data.steps_per_batch={steps_per_batch!r} must be an integer >= 1, or auto.")
         self.source, self.seed, self.batch_size, self.shuffle = source, seed, batch_size, shuffle
-        # Full-batch training has one step per epoch, whatever is asked.
-        self.steps_per_batch = steps_per_batch if batch_size is not None else 1
+        # Full-batch training has one step per epoch, whatever is asked; "auto" is settled in setup("fit").
+        self.steps_per_batch = steps_per_batch if batch_size is not None and steps_per_batch != "auto" else 1
         if standardize_features is None:
             standardize_features = source.standardize_by_default
         self.standardize_features, self.standardize_target = standardize_features, standardize_target
@@ -347,6 +354,48 @@ class RegressionDataModule(L.LightningDataModule):
         # The Trainer, hence the precision the data will be held in, is known only now.
         check_range(self.table, self.dtype)
         check_resolution(self.table, self.dtype)
+        if stage == "fit" and self.trainer is not None:
+            self._settle_steps_per_batch(self.trainer)
+
+    def train_steps_per_epoch(self, world_size: int = 1) -> int:
+        """Optimizer steps per epoch of each of ``world_size`` processes."""
+        return training_steps(self.split_sizes["train"], world_size, self.batch_size)
+
+    def _settle_steps_per_batch(self, trainer: L.Trainer) -> None:
+        """Settle ``steps_per_batch`` against the Trainer's flags: "auto" takes several steps per
+        batch only where nothing counts Lightning batches; a number the flags cannot honour is an error."""
+        asked = self.hparams.steps_per_batch
+        # Flags that count or change Lightning batches, or act inside Lightning's optimizer step.
+        blockers = [
+            f"--trainer.{flag}"
+            for flag, value in (
+                ("gradient_clip_val", trainer.gradient_clip_val),
+                ("accumulate_grad_batches", trainer.accumulate_grad_batches > 1),
+                ("val_check_interval", trainer.val_check_interval != 1.0),
+                ("limit_train_batches", trainer.limit_train_batches != 1.0),
+                ("overfit_batches", trainer.overfit_batches > 0),
+            )
+            if value
+        ]
+        if asked != "auto":
+            if self.steps_per_batch > 1 and blockers:
+                raise InputError(
+                    f"data.steps_per_batch={asked} runs several optimizer steps per batch, which "
+                    f"{' and '.join(blockers)} do not support; drop them, or set --data.steps_per_batch 1."
+                )
+            return
+        steps = self.train_steps_per_epoch(trainer.world_size)
+        if self.batch_size is None or blockers or steps < 2:
+            self.steps_per_batch = 1
+            return
+        # Bounded by rows as well as steps: one Lightning batch stays a short stretch of training.
+        most = max(1, min(AUTO_MAX_STEPS, AUTO_MAX_ROWS // self.batch_size))
+        self.steps_per_batch = -(-steps // -(-steps // most))  # equal groups of at most `most`
+        if self.steps_per_batch > 1 and trainer.is_global_zero:
+            print(
+                f"data.steps_per_batch=auto: {self.steps_per_batch} optimizer steps per Lightning batch (the same "
+                "updates, less overhead); --data.steps_per_batch 1 takes one per batch."
+            )
 
     @property
     def dtype(self) -> torch.dtype:

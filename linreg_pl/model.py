@@ -61,9 +61,6 @@ class LinearRegression(L.LightningModule):
     encoding : dict, optional
         How categorical columns become ``feature_names`` (``linreg_pl.data.encoding``), linked from
         the data module and kept in the checkpoint so that prediction applies the same coding.
-    steps_per_batch : int
-        Optimizer steps per Lightning batch (linked from the data module by the CLI). Above 1 the
-        model steps through the batch's mini-batches itself (manual optimization).
 
     Examples
     --------
@@ -92,7 +89,6 @@ class LinearRegression(L.LightningModule):
         feature_names: list[str] | None = None,
         target_names: list[str] | None = None,
         encoding: dict | None = None,
-        steps_per_batch: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"] if isinstance(net, nn.Module) else None)
@@ -100,8 +96,6 @@ class LinearRegression(L.LightningModule):
             # Kept only as plain config (the CLI's class_path and init_args), which a checkpoint
             # rebuilds without unpickling code; a Python object's weights are saved, its code is not.
             self.remove_ignored_hparams(["net"])
-        # Several steps per batch: Lightning's automatic optimization takes exactly one.
-        self.automatic_optimization = steps_per_batch == 1
         for name, value in (("n_features", n_features), ("n_targets", n_targets)):
             if value < 1:
                 raise InputError(f"model.{name}={value} must be a positive integer.")
@@ -120,6 +114,7 @@ class LinearRegression(L.LightningModule):
         self.register_buffer("_train_loss_sum", torch.zeros(()), persistent=False)
         self._train_rows = 0
         self._logs_this_step = True
+        self.latest_loss: torch.Tensor | None = None  # of the latest training step, for callbacks that watch it
         self._make_optimizer()  # a bad optimizer config fails here, before any run directory exists
 
     @classmethod
@@ -179,6 +174,9 @@ class LinearRegression(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and datamodule is not None:
             self.set_scaling(datamodule.scaling)
+            # Batches of several mini-batches (RegressionDataModule.steps_per_batch, settled in its
+            # setup, which runs first): the model steps through them itself.
+            self.automatic_optimization = getattr(datamodule, "steps_per_batch", 1) == 1
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # train/loss only at the steps the logger writes: self.log costs ~0.8 ms a call whatever it writes.
@@ -281,9 +279,14 @@ class LinearRegression(L.LightningModule):
         return optimizer
 
     def _steps(self, batches) -> torch.Tensor:
-        """One optimizer step per mini-batch of a Lightning batch (manual optimization)."""
-        optimizer = self.optimizers()
+        """One optimizer step per mini-batch of a Lightning batch (manual optimization); the
+        curves count optimizer steps, as one step per batch logs them."""
+        optimizer, trainer = self.optimizers(), self.trainer
+        every, logged, taken = trainer.log_every_n_steps or 1, [], 0
         for batch in batches:
+            step = self.global_step
+            if 0 < trainer.max_steps <= step:
+                break  # max_steps counts optimizer steps, which Lightning checks only between batches
 
             def closure(batch=batch):
                 loss = self._step(batch, "train")
@@ -292,7 +295,18 @@ class LinearRegression(L.LightningModule):
                 return loss
 
             loss = optimizer.step(closure=closure)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[0]))
+            taken += 1
+            if (step + 1) % every == 0:  # where Lightning would log this step's loss
+                logged.append((step, loss.detach()))
+        # Lightning logs at its count of batches that stepped (epoch and validation metrics, the
+        # learning rate) and adds this batch's one: make it count optimizer steps, as one per batch does.
+        trainer.fit_loop.epoch_loop._batches_that_stepped += taken - 1
+        self.log("train/loss", loss, prog_bar=True, logger=False, batch_size=len(batch[0]))
+        if logged:
+            values = torch.stack([value for _, value in logged]).tolist()  # one host sync per batch
+            for logger in self.loggers:
+                for (step, _), value in zip(logged, values, strict=True):
+                    logger.log_metrics({"train/loss": value, "epoch": self.current_epoch}, step=step)  # as Lightning
         return loss
 
     def _step_schedulers(self, plateau: bool) -> None:
@@ -312,7 +326,8 @@ class LinearRegression(L.LightningModule):
         output, target = self.net(self.scaler.features(x)), self.scaler.target(y)
         if stage == "train":
             loss = self._objective(output, target, weight)
-            self._train_loss_sum.add_(loss.detach(), alpha=len(x))
+            self.latest_loss = loss.detach()
+            self._train_loss_sum.add_(self.latest_loss, alpha=len(x))
             self._train_rows += len(x)
             if self.automatic_optimization and self._logs_this_step:
                 self.log("train/loss", loss, prog_bar=True, batch_size=len(x))

@@ -19,7 +19,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
 from linreg_pl.callbacks import not_linear
-from linreg_pl.callbacks.monitors import is_logged_step, tensorboard_logger
+from linreg_pl.callbacks.monitors import is_logged_step, tensorboard_logger, total_optimizer_steps
 from linreg_pl.callbacks.plots import (
     fit_figure,
     fit_frames,
@@ -107,10 +107,7 @@ class FitFigures(Callback):
         )
         if not self.active:
             return
-        # Several optimizer steps per Lightning batch (the fast path) count as several steps.
-        per_batch = 1 if pl_module.automatic_optimization else datamodule.steps_per_batch
-        total = trainer.estimated_stepping_batches * per_batch
-        self.total_steps = min(total, trainer.max_steps) if trainer.max_steps > 0 else total
+        self.total_steps = total_optimizer_steps(trainer)
         self.steps = snapshot_steps(self.total_steps, self.n_snapshots)
         self.next_index = 0
         self.snapshots = []
@@ -123,7 +120,9 @@ class FitFigures(Callback):
         self.path = [] if landscape else None
         self._take(trainer, pl_module)
 
-    def on_train_batch_end(self, trainer, pl_module: LinearRegression, outputs, batch, batch_idx) -> None:
+    def on_before_optimizer_step(self, trainer, pl_module: LinearRegression, optimizer) -> None:
+        # Before step global_step + 1 the parameters are those after step global_step; called at
+        # every optimizer step, also when a Lightning batch carries several.
         if not self.active:
             return
         if self.next_index < len(self.steps) and trainer.global_step >= self.steps[self.next_index]:

@@ -24,10 +24,24 @@ def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
-def is_logged_step(trainer: L.Trainer) -> bool:
-    """Whether this step is one that Lightning logs (every ``log_every_n_steps``; never for 0)."""
-    every = trainer.log_every_n_steps
-    return bool(every) and trainer.global_step % every == 0
+def is_logged_step(trainer: L.Trainer, step: int | None = None) -> bool:
+    """Whether the parameters after optimizer step ``step`` (default: the latest) are logged:
+    every ``log_every_n_steps``, never at step 0."""
+    every, step = trainer.log_every_n_steps, trainer.global_step if step is None else step
+    return bool(every) and step > 0 and step % every == 0
+
+
+def total_optimizer_steps(trainer: L.Trainer) -> float:
+    """Optimizer steps the fit will take at most (inf when unbounded), whatever the number of
+    optimizer steps per Lightning batch."""
+    datamodule = trainer.datamodule
+    if trainer.lightning_module.automatic_optimization or not isinstance(datamodule, RegressionDataModule):
+        total = trainer.estimated_stepping_batches
+    else:
+        total = datamodule.train_steps_per_epoch(trainer.world_size) * (trainer.max_epochs or math.inf)
+        if trainer.max_epochs == -1:
+            total = math.inf
+    return min(total, trainer.max_steps) if trainer.max_steps > 0 else total
 
 
 class ParameterTrajectory(Callback):
@@ -60,24 +74,26 @@ class ParameterTrajectory(Callback):
         logger.log_metrics({**scalars, **self.references}, step=trainer.global_step)
         logger.experiment.add_custom_scalars(scalars_layout(list(scalars), self.references))
 
-    def on_train_batch_end(self, trainer, pl_module: LinearRegression, outputs, batch, batch_idx) -> None:
-        if not is_logged_step(trainer) or not trainer.is_global_zero or (logger := tensorboard_logger(trainer)) is None:
+    def on_before_optimizer_step(self, trainer, pl_module: LinearRegression, optimizer) -> None:
+        # Called at every optimizer step, also when a Lightning batch carries several: the
+        # parameters are those after step global_step, the loss just computed is step global_step's.
+        step = trainer.global_step
+        if not trainer.is_global_zero or (logger := tensorboard_logger(trainer)) is None:
             return
-        if self._as_scalars(pl_module):
-            logger.log_metrics(parameter_scalars(pl_module), step=trainer.global_step)
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            # The loss was computed before this step's update: logged at the step Lightning gives
-            # train/loss. A loss of exactly 0 (noise-free data) is shown at float32's floor.
-            log10_loss = math.log10(max(float(loss), np.finfo(np.float32).tiny))
-            logger.log_metrics({"train/log10_loss": log10_loss}, step=trainer.global_step - 1)
+        if is_logged_step(trainer, step) and self._as_scalars(pl_module):
+            logger.log_metrics(parameter_scalars(pl_module), step=step)
+        if is_logged_step(trainer, step + 1) and pl_module.latest_loss is not None:
+            # Logged at the step Lightning gives train/loss. A loss of exactly 0 (noise-free data)
+            # is shown at float32's floor.
+            log10_loss = math.log10(max(float(pl_module.latest_loss), np.finfo(np.float32).tiny))
+            logger.log_metrics({"train/log10_loss": log10_loss}, step=step)
 
     def on_train_end(self, trainer, pl_module: LinearRegression) -> None:
         logger = tensorboard_logger(trainer)
         if logger is None or not trainer.is_global_zero or not self._as_scalars(pl_module):
             return
-        scalars = {} if is_logged_step(trainer) else parameter_scalars(pl_module)  # the walk ends at the end
-        logger.log_metrics({**scalars, **self.references}, step=trainer.global_step)  # the constant lines span the run
+        # The walk ends where training ended; the constant lines span the run.
+        logger.log_metrics({**parameter_scalars(pl_module), **self.references}, step=trainer.global_step)
 
     def on_train_epoch_end(self, trainer, pl_module: LinearRegression) -> None:
         logger = tensorboard_logger(trainer)

@@ -28,13 +28,15 @@ class DivergenceGuard(Callback):
     """Stops once the loss is NaN or infinite, naming the epoch, the step, the learning rate and
     what to try. Checkpoints written before it stay as they are.
 
-    The loss is read on the host (a synchronisation on a GPU) only at the steps Lightning logs and
-    at the last batch of each epoch, before any checkpoint of that epoch is written: a diverged
-    model's loss stays non-finite, so the later look still sees it."""
+    The loss is read on the host (a synchronisation on a GPU) only at the steps Lightning logs, at
+    every batch of several optimizer steps, and at the last batch of each epoch, before any
+    checkpoint of that epoch is written: a diverged model's loss stays non-finite, so the later
+    look still sees it."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not is_logged_step(trainer) and batch_idx + 1 != trainer.num_training_batches:
-            return
+        last_of_epoch = batch_idx + 1 == trainer.num_training_batches
+        if pl_module.automatic_optimization and not is_logged_step(trainer) and not last_of_epoch:
+            return  # a batch of several optimizer steps is looked at whole
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None or math.isfinite(loss.item()):
             return

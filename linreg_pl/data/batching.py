@@ -23,6 +23,16 @@ def rank_share(n: int, rank: int, world_size: int) -> slice:
     return slice(n * rank // world_size, n * (rank + 1) // world_size)
 
 
+def training_steps(n: int, world_size: int, batch_size: int | None) -> int:
+    """Optimizer steps per epoch of every process training on ``n`` rows (``batch_size`` None:
+    one, the whole share).
+
+    >>> training_steps(800, 1, 10), training_steps(11, 2, 5), training_steps(11, 2, None)
+    (80, 1, 1)
+    """
+    return -(-(n // world_size) // batch_size) if batch_size else 1
+
+
 def batch_bounds(n: int, rank: int, world_size: int, batch_size: int | None, equal_steps: bool) -> list[int]:
     """Where each batch of process ``rank``'s share of ``n`` rows starts, then where the share ends;
     ``batch_size`` None: the whole share in one batch. ``equal_steps``: as many batches on every
@@ -35,8 +45,7 @@ def batch_bounds(n: int, rank: int, world_size: int, batch_size: int | None, equ
     """
     share = rank_share(n, rank, world_size)
     batch_size = batch_size or max(share.stop - share.start, 1)
-    rows = n // world_size if equal_steps else share.stop - share.start
-    steps = -(-rows // batch_size)
+    steps = training_steps(n, world_size, batch_size) if equal_steps else -(-(share.stop - share.start) // batch_size)
     bounds = share.start + batch_size * np.arange(steps + 1)
     bounds[-1] = share.stop
     return bounds.tolist()

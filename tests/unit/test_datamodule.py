@@ -221,7 +221,7 @@ def test_steps_per_batch_groups_the_same_mini_batches_in_the_same_order():
 
 
 def test_steps_per_batch_must_be_positive():
-    with pytest.raises(InputError, match="data.steps_per_batch=0 must be >= 1"):
+    with pytest.raises(InputError, match="data.steps_per_batch=0 must be an integer >= 1, or auto"):
         d2l(steps_per_batch=0)
 
 

@@ -118,7 +118,7 @@ def test_negative_learning_rate_is_refused_when_the_model_is_built():
 
 def test_several_steps_per_batch_train_exactly_like_one(train_run):
     common = ["--trainer.max_epochs=2", "--trainer.logger=false"]
-    one = train_run(*common)
+    one = train_run(*common, "--data.steps_per_batch=1")
     several = train_run(*common, "--data.steps_per_batch=8")
     assert several["steps"] == one["steps"] == 160
     assert several["learned"] == one["learned"]  # same mini-batches, same order, same updates
