@@ -1,5 +1,6 @@
 """What TensorBoard shows besides the loss: parameter trajectories (w and b in original units,
-with their least-squares references) and the HPARAMS tab filled with the run's real results.
+with their least-squares references), the learning rate, and the HPARAMS tab filled with the run's
+real results.
 
 Only rank 0 logs: on other ranks the logger writes nothing. Each callback works alone.
 """
@@ -106,6 +107,39 @@ class ParameterTrajectory(Callback):
     def _as_scalars(self, model: LinearRegression) -> bool:
         linear = model.linear
         return linear is not None and linear.weight.numel() + linear.bias.numel() <= self.max_scalars
+
+
+class LearningRates(Callback):
+    """Logs each optimizer's learning rate as ``lr-<Optimizer>`` (``lr-<Optimizer>/pg<i>`` per
+    parameter group when there are several, as Lightning's ``LearningRateMonitor`` names them) at
+    step 0, every ``log_every_n_steps`` optimizer steps and at the end: the cadence of the other
+    curves. A value logged at step s is the rate of the update that follows it.
+
+    Lightning's monitor writes every epoch (every step of a full-batch lesson, ~10% of its training
+    time) or by Lightning batches, which several optimizer steps per batch would thin out.
+    """
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._log(trainer)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if is_logged_step(trainer):
+            self._log(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._log(trainer)
+
+    @staticmethod
+    def _log(trainer: L.Trainer) -> None:
+        if not trainer.loggers or not trainer.is_global_zero:
+            return
+        rates = {}
+        for optimizer in trainer.optimizers:
+            name, groups = f"lr-{type(optimizer).__name__}", optimizer.param_groups
+            for i, group in enumerate(groups, start=1):
+                rates[name if len(groups) == 1 else f"{name}/pg{i}"] = float(group["lr"])
+        for logger in trainer.loggers:
+            logger.log_metrics(rates, step=trainer.global_step)
 
 
 def parameter_scalars(model: LinearRegression) -> dict[str, float]:

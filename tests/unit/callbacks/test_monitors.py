@@ -52,7 +52,7 @@ def test_event_files_hold_scalars_figure_and_hparams(d2l_run):
         "test/r2",
     }
     assert expected <= scalars, expected - scalars
-    assert "lr-SGD" in scalars  # configs/default.yaml's LearningRateMonitor, named after the optimizer
+    assert "lr-SGD" in scalars  # configs/default.yaml's LearningRates, named after the optimizer
     trajectory = [e.value for e in accumulator.Scalars("params/w[x1]")]
     assert len(trajectory) >= 10 and abs(trajectory[-1] + 3.4) < abs(trajectory[0] + 3.4)  # walks to -3.4
     assert {"fit", "fit/tested", "landscape"} <= set(accumulator.Tags()["images"])
@@ -88,6 +88,16 @@ def test_event_files_hold_scalars_figure_and_hparams(d2l_run):
     assert accumulator.Scalars("test/mse")[-1].value == pytest.approx(summary["test_metrics"]["test/mse"], rel=1e-6)
     assert (run_dir / "config.yaml").is_file()
     assert "max_epochs" not in yaml.safe_load((run_dir / "hparams.yaml").read_text())  # the model's own, untouched
+
+
+def test_learning_rate_is_logged_at_the_cadence_of_the_curves_and_follows_the_schedule(train_run):
+    step_lr = ["--model.lr_scheduler=torch.optim.lr_scheduler.StepLR", "--model.lr_scheduler.step_size=1"]
+    summary = train_run(*step_lr, "--model.lr_scheduler.gamma=0.5", "--trainer.max_epochs=3")
+    rates = {e.step: e.value for e in events(Path(summary["run_dir"])).Scalars("lr-SGD")}
+    # d2l: 80 steps per epoch, logged every 10; halved at each epoch's end, the last one included.
+    assert sorted(rates) == list(range(0, 241, 10))
+    for step, rate in rates.items():
+        assert rate == pytest.approx(0.03 * 0.5 ** (step // 80)), step
 
 
 def test_custom_scalars_put_each_parameter_with_its_references(d2l_run):
