@@ -8,11 +8,13 @@ Rows, on the same in-memory data and seeds:
   2 hand-written  tensors in memory, a randperm per epoch, slices of the index tensor (the baseline)
   3 linreg_pl     LinearRegression + RegressionDataModule under the Trainer, built by the CLI as a
                   user runs it (TensorBoard logging, checkpoints, every default callback but the
-                  fit snapshots, a fixed cost per run), with
+                  fit snapshots, a fixed cost per run; --data.steps_per_batch auto), with
                   validation off so that every row does the same work
-  3b              the same with --data.steps_per_batch K (the opt-in fast path)
-  3c              the same module and data under a bare Trainer (the same TensorBoard logger, no
-                  callbacks, no checkpointing): the rows 3 / 3c ratio is what our machinery costs
+  3b              the same with --data.steps_per_batch K (default 1: one optimizer step per
+                  Lightning batch, what a plain LightningModule does)
+  3c              the same module and data module (steps_per_batch auto) under a bare Trainer (the
+                  same TensorBoard logger, no callbacks, no checkpointing): the rows 3 / 3c ratio
+                  is what our machinery costs
   4 sklearn       LinearRegression (exact) and SGDRegressor(penalty=None)
   5 exact solver  linreg_pl.exact.solvers (streaming float64 Gram, one pass)
   6 memory floor  one read of X
@@ -90,7 +92,7 @@ def callbacks_per_step() -> list[dict]:
     return [c for c in callbacks if not c["class_path"].endswith("FitFigures")]
 
 
-def cli_args(case: Case, root: str, accelerator: str, steps_per_batch: int = 1) -> list[str]:
+def cli_args(case: Case, root: str, accelerator: str, steps_per_batch: int | str = "auto") -> list[str]:
     weight, bias = case_weights(case)
     return [
         f"--trainer.callbacks={json.dumps(callbacks_per_step())}",
@@ -173,7 +175,7 @@ def hand_written_loop(x, y, case: Case, device):
     return seconds, model
 
 
-def lightning_run(case: Case, accelerator: str, steps_per_batch: int = 1):
+def lightning_run(case: Case, accelerator: str, steps_per_batch: int | str = "auto"):
     """Row 3: ours, built by the CLI exactly as `scripts/train.py` builds it."""
     with tempfile.TemporaryDirectory() as root:
         cli = TrainCLI(cli_args(case, root, accelerator, steps_per_batch))
@@ -334,7 +336,7 @@ def main(args: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["small", "large"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps_per_batch", type=int, default=16, help="K of row 3b")
+    parser.add_argument("--steps_per_batch", type=int, default=1, help="K of row 3b")
     parser.add_argument("--n_samples", type=int, help="override every case's number of rows (quick checks)")
     parser.add_argument("--epochs", type=int, help="override every case's number of epochs")
     parser.add_argument("--out", default="benchmark_results", help="folder for results.md and results.json")

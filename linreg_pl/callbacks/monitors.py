@@ -27,9 +27,9 @@ def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
 
 def is_logged_step(trainer: L.Trainer, step: int | None = None) -> bool:
     """Whether the parameters after optimizer step ``step`` (default: the latest) are logged:
-    every ``log_every_n_steps``, never at step 0."""
+    every ``log_every_n_steps``, never at step 0. Cheap: callbacks ask it at every step."""
     every, step = trainer.log_every_n_steps, trainer.global_step if step is None else step
-    return bool(every) and step > 0 and step % every == 0
+    return every > 0 and step > 0 and step % every == 0
 
 
 def total_optimizer_steps(trainer: L.Trainer) -> float:
@@ -79,11 +79,16 @@ class ParameterTrajectory(Callback):
         # Called at every optimizer step, also when a Lightning batch carries several: the
         # parameters are those after step global_step, the loss just computed is step global_step's.
         step = trainer.global_step
-        if not trainer.is_global_zero or (logger := tensorboard_logger(trainer)) is None:
+        params_now, loss_now = is_logged_step(trainer, step), is_logged_step(trainer, step + 1)
+        if (
+            not (params_now or loss_now)
+            or not trainer.is_global_zero
+            or (logger := tensorboard_logger(trainer)) is None
+        ):
             return
-        if is_logged_step(trainer, step) and self._as_scalars(pl_module):
+        if params_now and self._as_scalars(pl_module):
             logger.log_metrics(parameter_scalars(pl_module), step=step)
-        if is_logged_step(trainer, step + 1) and pl_module.latest_loss is not None:
+        if loss_now and pl_module.latest_loss is not None:
             # Logged at the step Lightning gives train/loss. A loss of exactly 0 (noise-free data)
             # is shown at float32's floor.
             log10_loss = math.log10(max(float(pl_module.latest_loss), np.finfo(np.float32).tiny))
