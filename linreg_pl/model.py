@@ -137,7 +137,7 @@ class LinearRegression(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         if self.automatic_optimization:
             return self._step(batch, "train")
-        return self._steps(batch)
+        return self._steps(batch, last_of_epoch=batch_idx + 1 == self.trainer.num_training_batches)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val")
@@ -183,8 +183,6 @@ class LinearRegression(L.LightningModule):
         self._logs_this_step = (self.global_step + 1) % (self.trainer.log_every_n_steps or 1) == 0
 
     def on_train_epoch_end(self) -> None:
-        if not self.automatic_optimization:
-            self._step_schedulers(plateau=False)
         # At the epochs that validate, beside val/loss (a full-batch lesson's every epoch is a step).
         validates = (self.current_epoch + 1) % (self.trainer.check_val_every_n_epoch or 1) == 0
         if self._train_rows > 0 and validates:
@@ -278,7 +276,7 @@ class LinearRegression(L.LightningModule):
             )
         return optimizer
 
-    def _steps(self, batches) -> torch.Tensor:
+    def _steps(self, batches, last_of_epoch: bool) -> torch.Tensor:
         """One optimizer step per mini-batch of a Lightning batch (manual optimization); the
         curves count optimizer steps, as one step per batch logs them."""
         optimizer, trainer = self.optimizers(), self.trainer
@@ -301,6 +299,8 @@ class LinearRegression(L.LightningModule):
         # Lightning logs at its count of batches that stepped (epoch and validation metrics, the
         # learning rate) and adds this batch's one: make it count optimizer steps, as one per batch does.
         trainer.fit_loop.epoch_loop._batches_that_stepped += taken - 1
+        if last_of_epoch:  # where Lightning steps them: before the epoch-end hooks save a checkpoint
+            self._step_schedulers(plateau=False)
         self.log("train/loss", loss, prog_bar=True, logger=False, batch_size=len(batch[0]))
         if logged:
             values = torch.stack([value for _, value in logged]).tolist()  # one host sync per batch

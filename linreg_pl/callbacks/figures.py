@@ -128,7 +128,9 @@ class FitFigures(Callback):
         if self.next_index < len(self.steps) and trainer.global_step >= self.steps[self.next_index]:
             self._take(trainer, pl_module)
         elif self.path is not None and is_logged_step(trainer):
-            self.path.append(_flat_parameters(pl_module))
+            point = _flat_parameters(pl_module)
+            if np.isfinite(point).all():
+                self.path.append(point)
 
     def on_train_end(self, trainer, pl_module: LinearRegression) -> None:
         if not self.active or not self.snapshots:
@@ -160,6 +162,8 @@ class FitFigures(Callback):
         """Record the parameters at this step: a snapshot, drawn when training ends."""
         step = trainer.global_step
         weight, bias = model.learned_parameters()
+        if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+            return  # diverging (DivergenceGuard stops the run): nothing to draw
         if self.path is not None:
             self.path.append(np.concatenate([weight[0], bias]))
         self.snapshots.append((step, weight, bias))

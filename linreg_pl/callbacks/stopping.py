@@ -33,6 +33,10 @@ class DivergenceGuard(Callback):
     checkpoint of that epoch is written: a diverged model's loss stays non-finite, so the later
     look still sees it."""
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # The rate this batch trains with: an epoch's scheduler steps before its last batch ends.
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         last_of_epoch = batch_idx + 1 == trainer.num_training_batches
         if pl_module.automatic_optimization and not is_logged_step(trainer) and not last_of_epoch:
@@ -42,7 +46,7 @@ class DivergenceGuard(Callback):
             return
         last = last_checkpoint_path(trainer)
         last = last if last is not None and last.is_file() else None
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        lr = self._lr
         raise TrainingDiverged(
             f"training diverged at epoch {trainer.current_epoch}, step {trainer.global_step}: the loss is "
             f"{loss.item()} with learning rate {lr:g}; lower --model.optimizer.lr, standardize the features "

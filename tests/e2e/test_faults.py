@@ -203,18 +203,27 @@ def test_a_failed_resume_keeps_the_directory_it_resumed(train_run, in_tmp):
 
 
 class CtrlCAtStep5(Callback):
-    """Ctrl-C to this very process after the fifth training step."""
+    """Ctrl-C to this very process at the end of the Lightning batch that reaches step 5."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == 5:
+        if trainer.global_step >= 5 and not getattr(self, "sent", False):
+            self.sent = True
             os.kill(os.getpid(), signal.SIGINT)
 
 
-def test_ctrl_c_alone_stops_at_the_next_step_saves_and_restores_the_handler(train_run, in_tmp):
+# One optimizer step per Lightning batch, or d2l's whole epoch (80 steps) in one under "auto": a
+# stop comes between Lightning batches, where the checkpoint and the loops agree.
+@pytest.mark.parametrize("steps_per_batch, stopped_at", [("1", 5), ("auto", 80)])
+def test_ctrl_c_alone_stops_at_the_next_batch_saves_and_restores_the_handler(
+    train_run, in_tmp, steps_per_batch, stopped_at
+):
     with pytest.raises(Interrupted) as stopped:
-        train_run("--trainer.callbacks+=tests.e2e.test_faults.CtrlCAtStep5")
+        train_run(
+            f"--data.steps_per_batch={steps_per_batch}", "--trainer.callbacks+=tests.e2e.test_faults.CtrlCAtStep5"
+        )
     assert stopped.value.code == 130
-    assert torch.load(in_tmp / "logs/d2l/version_0/checkpoints/last.ckpt", weights_only=True)["global_step"] == 5
+    checkpoint = torch.load(in_tmp / "logs/d2l/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == stopped_at
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works again afterwards
     # No watchdog left armed: it would end this (test) process 20 s later.
     assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t.is_alive()]
