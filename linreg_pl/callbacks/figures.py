@@ -270,7 +270,8 @@ def add_png(writer: SummaryWriter, tag: str, image: Image.Image, step: int) -> b
     """``writer.add_image`` for a PIL image, PNG-encoded as it is (a palette image stays one);
     returns the PNG."""
     encoded = io.BytesIO()
-    image.save(encoded, format="PNG")
+    # zlib's fastest level: half the encoding time of the default for files a fifth larger.
+    image.save(encoded, format="PNG", compress_level=1)
     png = encoded.getvalue()
     picture = Summary.Image(height=image.height, width=image.width, colorspace=3, encoded_image_string=png)
     writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
