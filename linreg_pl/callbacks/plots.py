@@ -123,8 +123,8 @@ def prediction_frames(
     titles: Sequence[str],
 ) -> list[np.ndarray]:
     """``prediction_figure`` of the rows ``splits`` (label -> (x, y)) predicted with each (weight,
-    bias) of ``parameters``, as RGB frames: the points and the title move; the axes are drawn again
-    only when the residuals' scale changes.
+    bias) of ``parameters``, as RGB frames: the points and the title move; the residuals' axes are
+    drawn again only when their scale changes.
 
     Examples
     --------
@@ -154,30 +154,41 @@ def prediction_frames(
         figure.texts[0].set_text(titles[index])  # the suptitle
         return tuple(right.get_ylim() for _, right in rows)
 
-    return _frames(figure, [*points, figure.texts[0]], show, len(parameters))
+    return _frames(figure, [*points, figure.texts[0]], show, len(parameters), rescaled=rows[:, 1])
 
 
-def _frames(figure: Figure, moving: list, show, count: int) -> list[np.ndarray]:
+def _frames(figure: Figure, moving: list, show, count: int, rescaled: Sequence = ()) -> list[np.ndarray]:
     """Render ``count`` frames of ``figure``: ``show(i)`` moves the ``moving`` artists to frame i
-    and returns what else it changed (axis limits) or None. The rest is drawn once per distinct
-    return value and copied; only the moving artists are drawn per frame (milliseconds, where a
-    full draw takes ~0.1 s)."""
+    and returns the limits it gave the ``rescaled`` axes (or None). The rest of the figure is drawn
+    once, each rescaled axes once per distinct limits, and copied; only the moving artists are
+    drawn per frame (milliseconds, where a full draw takes ~40 ms)."""
     canvas = figure.canvas
     for artist in moving:  # skipped by the figure's and the axes' own drawing
         artist.set_animated(True)
     alphas = [artist.get_alpha() for artist in moving]
+    show(0)  # frame 0's texts size the boxes around them (the legend's)
+    # The rest, without the rescaled axes; moving children of other artists (a legend's label) are
+    # drawn transparent.
+    for artist in moving:
+        artist.set_alpha(0)
+    for axes in rescaled:
+        axes.set_visible(False)
+    canvas.draw()
+    for artist, alpha in zip(moving, alphas, strict=True):
+        artist.set_alpha(alpha)
+    for axes in rescaled:
+        axes.set_visible(True)
+    rest = canvas.copy_from_bbox(figure.bbox)
     frames, backgrounds = [], {}
     for index in range(count):
-        static = show(index)
-        if static in backgrounds:
-            canvas.restore_region(backgrounds[static])
-        else:  # the rest; moving children of other artists (a legend's label) are drawn transparent
-            for artist in moving:
-                artist.set_alpha(0)
-            canvas.draw()
-            for artist, alpha in zip(moving, alphas, strict=True):
-                artist.set_alpha(alpha)
-            backgrounds[static] = canvas.copy_from_bbox(figure.bbox)
+        limits = show(index)
+        if limits in backgrounds:
+            canvas.restore_region(backgrounds[limits])
+        else:
+            canvas.restore_region(rest)
+            for axes in rescaled:
+                figure.draw_artist(axes)
+            backgrounds[limits] = canvas.copy_from_bbox(figure.bbox)
         for artist in moving:
             figure.draw_artist(artist)
         frames.append(np.asarray(canvas.buffer_rgba())[..., :3].copy())
