@@ -230,8 +230,8 @@ def snapshot_frames(
     parameters: list[tuple[np.ndarray, np.ndarray]],
     titles: list[str],
     y_limits: tuple[float, float] | None = None,
-) -> list[np.ndarray]:
-    """``draw_fit`` for each (weight, bias) of ``parameters``, as RGB frames drawn on one figure."""
+) -> list[Image.Image]:
+    """``draw_fit`` for each (weight, bias) of ``parameters``, as RGB images drawn on one figure."""
     table = datamodule.table
     if datamodule.n_features == 1 and datamodule.n_targets == 1:
         true = (table.true_weight, table.true_bias) if table.true_weight is not None else None
