@@ -21,6 +21,7 @@ from torch.utils.tensorboard import SummaryWriter
 from linreg_pl.callbacks import not_linear
 from linreg_pl.callbacks.monitors import is_logged_step, tensorboard_logger
 from linreg_pl.callbacks.plots import (
+    drawn_image,
     fit_figure,
     fit_frames,
     landscape_figure,
@@ -260,7 +261,7 @@ def log_figure(logger: TensorBoardLogger, tag: str, figure: Figure, step: int, p
     """Show ``figure`` in TensorBoard's IMAGES as ``tag`` and save it as the PNG ``path``, drawn
     and encoded once for both, then close it."""
     figure.canvas.draw()
-    png = add_png(logger.experiment, tag, Image.fromarray(np.asarray(figure.canvas.buffer_rgba())[..., :3]), step)
+    png = add_png(logger.experiment, tag, drawn_image(figure), step)
     with atomic_open(path) as file:
         file.write(png)
     plt.close(figure)

@@ -191,11 +191,16 @@ def _frames(figure: Figure, moving: list, show, count: int, rescaled: Sequence =
             backgrounds[limits] = canvas.copy_from_bbox(figure.bbox)
         for artist in moving:
             figure.draw_artist(artist)
-        # RGB by PIL: a third of the time of numpy's copy of every fourth byte.
-        rgba = Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba(), "raw", "RGBA", 0, 1)
-        frames.append(rgba.convert("RGB"))
+        frames.append(drawn_image(figure))
     plt.close(figure)
     return frames
+
+
+def drawn_image(figure: Figure) -> Image.Image:
+    """What the canvas of ``figure`` holds, as an RGB image (converted by PIL: a third of the time
+    of numpy's copy of every fourth byte)."""
+    size, rgba = figure.canvas.get_width_height(), figure.canvas.buffer_rgba()
+    return Image.frombuffer("RGBA", size, rgba, "raw", "RGBA", 0, 1).convert("RGB")
 
 
 def line_limits(splits: Splits, weight: np.ndarray, bias: np.ndarray) -> tuple[float, float]:
