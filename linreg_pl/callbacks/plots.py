@@ -154,7 +154,7 @@ def prediction_frames(
         figure.texts[0].set_text(titles[index])  # the suptitle
         return tuple(right.get_ylim() for _, right in rows)
 
-    return _frames(figure, [*points, figure.texts[0]], show, len(parameters), rescaled=rows[:, 1])
+    return _frames(figure, [*points, figure.texts[0]], show, len(parameters), [right for _, right in rows])
 
 
 def _frames(figure: Figure, moving: list, show, count: int, rescaled: Sequence = ()) -> list[Image.Image]:
