@@ -86,8 +86,8 @@ def fit_frames(
     target_name: str = "y",
     true: tuple[np.ndarray, np.ndarray] | None = None,
     y_limits: tuple[float, float] | None = None,
-) -> list[np.ndarray]:
-    """``fit_figure`` for each (weight, bias) of ``parameters`` with its title, as RGB frames: the
+) -> list[Image.Image]:
+    """``fit_figure`` for each (weight, bias) of ``parameters`` with its title, as RGB images: the
     fitted line, its legend and the title move; the data and the axes are drawn once.
 
     Examples
@@ -95,8 +95,8 @@ def fit_frames(
     >>> x = np.array([[0.0], [1.0], [2.0]])
     >>> steps = [(np.array([[w]]), np.array([1.0])) for w in (0.0, 1.0, 2.0)]
     >>> frames = fit_frames({"train (3)": (x, 2 * x + 1)}, steps, ["step 0", "step 1", "step 2"])
-    >>> len(frames), frames[0].shape, bool((frames[0] != frames[2]).any())
-    (3, (450, 600, 3), True)
+    >>> len(frames), frames[0].mode, frames[0].size, frames[0] != frames[2]
+    (3, 'RGB', (600, 450), True)
     """
     figure = fit_figure(splits, *parameters[0], feature_name, target_name, true, titles[0], y_limits=y_limits)
     axes = figure.axes[0]
@@ -121,18 +121,18 @@ def prediction_frames(
     parameters: Sequence[tuple[np.ndarray, np.ndarray]],
     target_names: Sequence[str],
     titles: Sequence[str],
-) -> list[np.ndarray]:
+) -> list[Image.Image]:
     """``prediction_figure`` of the rows ``splits`` (label -> (x, y)) predicted with each (weight,
-    bias) of ``parameters``, as RGB frames: the points and the title move; the axes are drawn again
-    only when the residuals' scale changes.
+    bias) of ``parameters``, as RGB images: the points and the title move; the residuals' axes are
+    drawn again only when their scale changes.
 
     Examples
     --------
     >>> x = np.array([[0.0], [1.0], [2.0]])
     >>> steps = [(np.array([[w]]), np.array([0.0])) for w in (1.0, 2.0)]
     >>> frames = prediction_frames({"train": (x, 2 * x)}, steps, ["y"], ["step 0", "step 1"])
-    >>> len(frames), frames[0].shape
-    (2, (360, 900, 3))
+    >>> len(frames), frames[0].size
+    (2, (900, 360))
     """
 
     def predictions(index: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -154,35 +154,53 @@ def prediction_frames(
         figure.texts[0].set_text(titles[index])  # the suptitle
         return tuple(right.get_ylim() for _, right in rows)
 
-    return _frames(figure, [*points, figure.texts[0]], show, len(parameters))
+    return _frames(figure, [*points, figure.texts[0]], show, len(parameters), [right for _, right in rows])
 
 
-def _frames(figure: Figure, moving: list, show, count: int) -> list[np.ndarray]:
-    """Render ``count`` frames of ``figure``: ``show(i)`` moves the ``moving`` artists to frame i
-    and returns what else it changed (axis limits) or None. The rest is drawn once per distinct
-    return value and copied; only the moving artists are drawn per frame (milliseconds, where a
-    full draw takes ~0.1 s)."""
+def _frames(figure: Figure, moving: list, show, count: int, rescaled: Sequence = ()) -> list[Image.Image]:
+    """Render ``count`` RGB images of ``figure``: ``show(i)`` moves the ``moving`` artists to frame i
+    and returns the limits it gave the ``rescaled`` axes (or None). The rest of the figure is drawn
+    once, each rescaled axes once per distinct limits, and copied; only the moving artists are
+    drawn per frame (milliseconds, where a full draw takes ~40 ms)."""
     canvas = figure.canvas
     for artist in moving:  # skipped by the figure's and the axes' own drawing
         artist.set_animated(True)
     alphas = [artist.get_alpha() for artist in moving]
+    show(0)  # frame 0's texts size the boxes around them (the legend's)
+    # The rest, without the rescaled axes; moving children of other artists (a legend's label) are
+    # drawn transparent.
+    for artist in moving:
+        artist.set_alpha(0)
+    for axes in rescaled:
+        axes.set_visible(False)
+    canvas.draw()
+    for artist, alpha in zip(moving, alphas, strict=True):
+        artist.set_alpha(alpha)
+    for axes in rescaled:
+        axes.set_visible(True)
+    rest = canvas.copy_from_bbox(figure.bbox)
     frames, backgrounds = [], {}
     for index in range(count):
-        static = show(index)
-        if static in backgrounds:
-            canvas.restore_region(backgrounds[static])
-        else:  # the rest; moving children of other artists (a legend's label) are drawn transparent
-            for artist in moving:
-                artist.set_alpha(0)
-            canvas.draw()
-            for artist, alpha in zip(moving, alphas, strict=True):
-                artist.set_alpha(alpha)
-            backgrounds[static] = canvas.copy_from_bbox(figure.bbox)
+        limits = show(index)
+        if limits in backgrounds:
+            canvas.restore_region(backgrounds[limits])
+        else:
+            canvas.restore_region(rest)
+            for axes in rescaled:
+                figure.draw_artist(axes)
+            backgrounds[limits] = canvas.copy_from_bbox(figure.bbox)
         for artist in moving:
             figure.draw_artist(artist)
-        frames.append(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+        frames.append(drawn_image(figure))
     plt.close(figure)
     return frames
+
+
+def drawn_image(figure: Figure) -> Image.Image:
+    """What the canvas of ``figure`` holds, as an RGB image (converted by PIL: a third of the time
+    of numpy's copy of every fourth byte)."""
+    size, rgba = figure.canvas.get_width_height(), figure.canvas.buffer_rgba()
+    return Image.frombuffer("RGBA", size, rgba, "raw", "RGBA", 0, 1).convert("RGB")
 
 
 def line_limits(splits: Splits, weight: np.ndarray, bias: np.ndarray) -> tuple[float, float]:
@@ -337,20 +355,29 @@ def landscape_figure(
     return figure
 
 
-def palette_images(frames: Sequence[np.ndarray]) -> list[Image.Image]:
-    """RGB frames (height, width, 3) as images of one shared 256-colour palette, chosen from every
-    fourth pixel of each: what a GIF holds, and a PNG a third the size of the RGB one, encoded in a
-    fifth of the time. One palette for all: no colour flicker between frames.
+def palette_images(frames: Sequence[Image.Image]) -> list[Image.Image]:
+    """The RGB images of one animation as images of one shared 255-colour palette: what a GIF
+    holds, and a PNG a third the size of the RGB one, encoded in a fifth of the time. One palette
+    for all: no colour flicker between frames.
+
+    The palette comes from every fourth pixel of the first and the last frame: the frames of an
+    animation share their background and move the same artists, so two hold their colours (as well
+    as all of them, measured, in an eighth of the time).
 
     Examples
     --------
-    >>> images = palette_images([np.full((4, 6, 3), level, np.uint8) for level in (0, 128, 255)])
-    >>> [image.mode for image in images], [image.getpixel((0, 0)) != images[0].getpixel((0, 0)) for image in images]
-    (['P', 'P', 'P'], [False, True, True])
+    >>> frames = [Image.new("RGB", (6, 4)) for _ in range(3)]
+    >>> for index, frame in enumerate(frames):
+    ...     frame.paste((255, 127, 14), (2 * index, 0, 2 * index + 2, 2))  # an orange square moving right
+    >>> images = palette_images(frames)
+    >>> [image.mode for image in images], [image.convert("RGB") == frame for image, frame in zip(images, frames)]
+    (['P', 'P', 'P'], [True, True, True])
     """
-    sample = np.concatenate([frame[::2, ::2] for frame in frames])
-    palette = Image.fromarray(sample).quantize(method=Image.Quantize.MEDIANCUT)
-    return [Image.fromarray(frame).quantize(palette=palette, dither=Image.Dither.NONE) for frame in frames]
+    sample = np.concatenate([np.asarray(frames[0])[::2, ::2], np.asarray(frames[-1])[::2, ::2]])
+    # 255 colours: the GIF writer makes the free 256th transparent in its frames' deltas, rather
+    # than search each frame's histogram for an unused one (a third of its time).
+    palette = Image.fromarray(sample).quantize(255, method=Image.Quantize.MEDIANCUT)
+    return [frame.quantize(palette=palette, dither=Image.Dither.NONE) for frame in frames]
 
 
 def write_gif(path: str | Path, images: Sequence[Image.Image], fps: float = 4.0, hold_last_s: float = 1.5) -> None:
@@ -360,8 +387,11 @@ def write_gif(path: str | Path, images: Sequence[Image.Image], fps: float = 4.0,
     Examples
     --------
     >>> import tempfile
-    >>> target = Path(tempfile.mkdtemp()) / "fade.gif"
-    >>> write_gif(target, palette_images([np.full((4, 6, 3), level, np.uint8) for level in (0, 128, 255)]), fps=4)
+    >>> frames = [Image.new("RGB", (6, 4)) for _ in range(3)]
+    >>> for index, frame in enumerate(frames):
+    ...     frame.paste((255, 255, 255), (2 * index, 0, 2 * index + 2, 2))  # a white square moving right
+    >>> target = Path(tempfile.mkdtemp()) / "square.gif"
+    >>> write_gif(target, palette_images(frames), fps=4)
     >>> gif = Image.open(target)
     >>> gif.n_frames, gif.size, gif.info["loop"]
     (3, (6, 4), 0)
