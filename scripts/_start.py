@@ -1,9 +1,15 @@
 """Imported first by every script, before the package (whose imports take seconds): a SIGINT or
 SIGTERM while Python is still importing ends the command in one line, with status 128 + signum.
-Nothing exists yet to clean up; ``linreg_pl.cli.run_command`` takes over once the command runs."""
+Nothing exists yet to clean up; ``linreg_pl.cli.run_command`` takes over once the command runs.
 
+Garbage collection is off while importing (the objects made live as long as the program; ~0.5 s
+of collections walked them); ``linreg_pl.commands.started`` freezes them and turns it back on."""
+
+import gc
 import os
 import signal
+
+gc.disable()
 
 
 def _ended_while_starting(signum: int, frame) -> None:

@@ -9,6 +9,7 @@ import _start  # noqa: F401, I001  (first: a signal while importing ends in one 
 import argparse
 
 from linreg_pl.cli import run_command
+from linreg_pl.commands import started
 from linreg_pl.data.streaming import write_linear_dataset
 from linreg_pl.errors import InputError
 
@@ -37,4 +38,5 @@ def main(args: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    started()
     run_command(main, output_option="--out")

@@ -3,6 +3,8 @@ functions; the optional extras stay out of what training installs."""
 
 import ast
 import configparser
+import subprocess
+import sys
 
 import pytest
 
@@ -51,3 +53,20 @@ def test_the_extras_are_optional_and_dev_holds_what_the_tests_need():
     dev = extras["dev"]
     for package in ("linreg_pl[tune,export]", "pytest-xdist", "statsmodels", "hypothesis", "ruff", "pre-commit"):
         assert package in dev, package
+
+
+PROBE = """
+import atexit, gc, runpy, sys
+sys.path.insert(0, "scripts")
+sys.argv = [sys.argv[1], "--help"]
+atexit.register(lambda: print("collecting", gc.isenabled(), "frozen", gc.get_freeze_count() > 100_000))
+runpy.run_path(f"scripts/{sys.argv[0]}", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("name", [*COMMANDS, "make_dataset"])
+def test_each_script_collects_garbage_again_once_started(name):
+    # scripts/_start.py turns collection off while the imports run; linreg_pl.commands.started()
+    # must freeze what they made and turn it back on, or a long run would never free a cycle.
+    ran = subprocess.run([sys.executable, "-c", PROBE, f"{name}.py"], cwd=ROOT, capture_output=True, text=True)
+    assert ran.stdout.strip().endswith("collecting True frozen True"), ran.stdout[-300:] + ran.stderr[-300:]
