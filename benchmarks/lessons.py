@@ -12,7 +12,11 @@ Per lesson (configs/<lesson>.yaml, same data, seed, epochs, learning rate):
               no callbacks, no checkpointing, on the same LinearRegression and data module
   plain       the lesson's textbook loop: nn.Linear, MSELoss, torch.optim.SGD over the training rows
               (full batch; d2l: TensorDataset + DataLoader(batch_size, shuffle=True))
-``--startup`` adds ``scripts/train.py --help`` against ``python -c "import lightning.pytorch"``.
+``--startup`` adds ``scripts/train.py --help`` against ``python -c "import lightning.pytorch"``;
+``--programs`` adds ``python scripts/train.py`` (the default lesson, d2l, start to exit) against the
+textbook d2l program (``TEXTBOOK_D2L``: the same rows, epochs, batch and learning rate).
+The in-process rows freeze the objects of the imports first, as the programs do
+(``linreg_pl.commands.started``).
 """
 
 from __future__ import annotations
@@ -34,11 +38,32 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from linreg_pl.cli import TrainCLI, ignore_third_party_warnings
+from linreg_pl.commands import started
 from linreg_pl.runtime.runs import run_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ("line", "four_points", "d2l", "make_regression")
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+# The d2l lesson as its textbook writes it, as a program: 1000 rows of N(0, 1) features, 800 trained
+# on, 10 epochs of minibatch SGD (batch 10, lr 0.03), then the learned parameters printed.
+TEXTBOOK_D2L = """
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+torch.manual_seed(0)
+x = torch.normal(0, 1, (1000, 2))
+y = (x @ torch.tensor([2.0, -3.4]) + 4.2 + torch.normal(0, 0.01, (1000,))).reshape(-1, 1)
+model, loss_fn = nn.Linear(2, 1), nn.MSELoss()
+optimizer = torch.optim.SGD(model.parameters(), lr=0.03)
+for epoch in range(10):
+    for xb, yb in DataLoader(TensorDataset(x[:800], y[:800]), batch_size=10, shuffle=True):
+        loss = loss_fn(model(xb), yb)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+print(model.weight.data, model.bias.data)
+"""
 
 
 def lesson_cli(lesson: str, save_dir: str, flags: list[str]) -> TrainCLI:
@@ -59,7 +84,8 @@ def default_run(lesson: str, flags: list[str]) -> dict[str, float]:
 def bare_run(lesson: str, flags: list[str]) -> dict[str, float]:
     """The same module and data under a Trainer with nothing but the logger."""
     with tempfile.TemporaryDirectory() as root:
-        cli = lesson_cli(lesson, root, flags)
+        with contextlib.redirect_stdout(io.StringIO()):  # the data module's steps_per_batch line
+            cli = lesson_cli(lesson, root, flags)
         trainer = L.Trainer(
             max_epochs=cli.trainer.max_epochs,
             logger=TensorBoardLogger(root, name="bare", default_hp_metric=False),
@@ -111,6 +137,11 @@ def startup_run(command: list[str]) -> dict[str, float]:
     return {"fit": seconds, "total": seconds}
 
 
+def program_run() -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as root:
+        return startup_run([sys.executable, "scripts/train.py", f"--trainer.logger.init_args.save_dir={root}"])
+
+
 WAYS = {"default": default_run, "bare": bare_run, "plain": plain_run}
 
 
@@ -119,6 +150,7 @@ def main(args: list[str] | None = None) -> dict:
     parser.add_argument("--lessons", nargs="+", choices=LESSONS, default=list(LESSONS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--startup", action="store_true", help="also time scripts/train.py --help vs the import")
+    parser.add_argument("--programs", action="store_true", help="also time python scripts/train.py vs the textbook")
     parser.add_argument("--epochs", type=int, help="override every lesson's epochs (quick checks)")
     config = parser.parse_args(args)
     ignore_third_party_warnings()
@@ -127,6 +159,9 @@ def main(args: list[str] | None = None) -> dict:
     if config.startup:
         runs[("startup", "help")] = lambda *_: startup_run([sys.executable, "scripts/train.py", "--help"])
         runs[("startup", "import")] = lambda *_: startup_run([sys.executable, "-c", "import lightning.pytorch"])
+    if config.programs:
+        runs[("program", "ours")] = lambda *_: program_run()
+        runs[("program", "textbook")] = lambda *_: startup_run([sys.executable, "-c", TEXTBOOK_D2L])
     # Round-robin over every row, so that a slow spell of the machine hits each of them.
     seconds: dict[tuple[str, str], list[dict[str, float]]] = {key: [] for key in runs}
     for _ in range(config.repeats):
@@ -168,8 +203,16 @@ def table(medians: dict, lessons: list[str], repeats: int) -> str:
             f"`scripts/train.py --help` {help_s:.2f} s, `import lightning.pytorch` {import_s:.2f} s: "
             f"{help_s / import_s:.2f}×",
         ]
+    if ("program", "ours") in medians:
+        ours, textbook = medians[("program", "ours")]["fit"], medians[("program", "textbook")]["fit"]
+        lines += [
+            "",
+            f"`python scripts/train.py` (d2l, start to exit) {ours:.2f} s, the textbook d2l program {textbook:.2f} s: "
+            f"{ours / textbook:.2f}×",
+        ]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
+    started()  # as the programs do: no full garbage collection walks the imports' objects
     main()

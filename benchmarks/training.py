@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from linreg_pl.cli import TrainCLI, ignore_third_party_warnings
+from linreg_pl.commands import started
 from linreg_pl.exact.solvers import Moments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -361,4 +362,5 @@ def main(args: list[str] | None = None) -> list[Row]:
 
 
 if __name__ == "__main__":
+    started()  # as the programs do: no full garbage collection walks the imports' objects
     main()
