@@ -28,7 +28,7 @@ STAGES = ("train", "val", "test")
 # steps_per_batch="auto": at most this many optimizer steps, and rows, per Lightning batch. Past
 # 100 steps Lightning's per-batch cost (~0.5 ms) is a few per cent of a batch even of the smallest steps.
 AUTO_MAX_STEPS = 100
-AUTO_MAX_ROWS = 65536
+AUTO_MAX_ROWS = 2**18
 
 
 class MiniBatches:

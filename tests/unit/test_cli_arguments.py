@@ -192,3 +192,17 @@ def test_print_config_shows_the_whole_config_the_run_would_use(in_tmp, monkeypat
     assert printed["seed_everything"] == 0 and printed["trainer"]["max_epochs"] == max_epochs
     assert printed["data"]["source"]["class_path"].endswith(source)
     assert printed["model"]["optimizer"]["class_path"].endswith("SGD" if source == "SyntheticLinear" else "AutoSGD")
+
+
+@pytest.mark.parametrize(
+    "args, every",
+    [
+        ([], 10),  # the d2l lesson's own
+        (["--config", str(CONFIGS / "csv.yaml")], 1),  # full batch: a point per epoch
+        (["--config", str(CONFIGS / "csv.yaml"), "--data.batch_size=64"], 10),  # mini-batches: every 10th step
+        (["--config", str(CONFIGS / "csv.yaml"), "--data.batch_size=64", "--trainer.log_every_n_steps=3"], 3),
+    ],
+)
+def test_the_log_cadence_follows_the_batching_unless_set(in_tmp, monkeypatch, args, every):
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    assert TrainCLI([*args, "--trainer.logger=false"]).trainer.log_every_n_steps == every
