@@ -30,7 +30,9 @@ class LinearRegression(L.LightningModule):
     """y = net(x) fitted by minimising MSE + l2 * ||W||² + l1 * ||W||₁; by default net(x) = x @ W.T + b.
 
     Batches are ``(x, y)``, or ``(x, y, weight)`` for weighted least squares: the loss and the
-    validation and test metrics are then weighted means over the rows.
+    validation and test metrics are then weighted means over the rows. A ``RegressionDataModule``
+    whose ``steps_per_batch`` is above 1 hands the model several per Lightning batch; the model
+    then steps through them itself (manual optimization), one optimizer step each.
 
     Parameters
     ----------
