@@ -16,6 +16,7 @@ a new observation from the least-squares fit the checkpoint keeps (``RunReport``
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ from linreg_pl.data.encoding import Encoding, UnseenLevels
 from linreg_pl.data.sources import checked_weights
 from linreg_pl.errors import InputError
 from linreg_pl.exact.statistics import prediction_intervals
+from linreg_pl.model import LinearRegression
 from linreg_pl.runtime.checkpoints import check_matches, read_checkpoint
 from linreg_pl.runtime.files import write_text_atomically
 
@@ -74,7 +76,10 @@ class CheckpointCLI(LinearRegressionCLI):
                 f"'{self.checkpoint_path}' is not a linreg_pl LinearRegression checkpoint; use a .ckpt "
                 "from scripts/train.py."
             )
-        defaults = {f"model.{k}": v for k, v in model.items() if not k.startswith("_")}
+        # Only what this version's model takes: a checkpoint keeps the arguments of the version that wrote
+        # it (steps_per_batch was the model's until the data module settled it).
+        accepted = inspect.signature(LinearRegression).parameters
+        defaults = {f"model.{k}": v for k, v in model.items() if k in accepted}
         if self.restores_data:
             data = checkpoint.get("datamodule_hyper_parameters") or {}
             defaults.update({f"data.{k}": v for k, v in data.items() if not k.startswith("_")})

@@ -62,6 +62,18 @@ def test_evaluate_on_other_data_options(csv_run, in_tmp):
     assert result["rows"] == 100
 
 
+def test_a_checkpoint_of_an_earlier_version_evaluates_and_predicts(csv_run, in_tmp):
+    # Until the data module settled it, the model took (and its checkpoints saved) steps_per_batch.
+    checkpoint = torch.load(csv_run["checkpoints"]["last"], weights_only=True)
+    checkpoint["hyper_parameters"]["steps_per_batch"] = 1
+    torch.save(checkpoint, in_tmp / "earlier.ckpt")
+    assert evaluate(["--ckpt_path", "earlier.ckpt", "--output", "eval.json"])["rows"] > 0
+    frame = pd.read_csv(CONFIGS / "example.csv").drop(columns=["price_k"])
+    frame.to_csv(in_tmp / "new.csv", index=False)
+    predict(["--ckpt_path", "earlier.ckpt", "--input", "new.csv", "--output", "pred.csv"])
+    assert len(pd.read_csv(in_tmp / "pred.csv")) == len(frame)
+
+
 def test_predict_by_column_name_with_shuffled_columns_and_an_extra_one(csv_run, in_tmp):
     frame = pd.read_csv(CONFIGS / "example.csv").drop(columns=["price_k"])
     shuffled = frame[["age_years", "area_m2", "rooms"]].assign(note="passed through")
