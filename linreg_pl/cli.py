@@ -209,6 +209,8 @@ def train(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> 
         if ckpt_path is not None:
             checkpoint = read_checkpoint(ckpt_path)
             check_matches(checkpoint, ckpt_path, model)
+            if isinstance(datamodule, RegressionDataModule):
+                datamodule.resume_with(checkpoint)
             if cli.config.ckpt_path == "last":
                 check_resumable(checkpoint, ckpt_path, trainer, datamodule.hparams.get("source"))
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

@@ -22,6 +22,7 @@ from linreg_pl.data.sources import DataSource
 from linreg_pl.data.streaming import StreamedSplits, StreamingSource
 from linreg_pl.errors import InputError
 from linreg_pl.exact.solvers import Accumulator, ExactLeastSquares, Moments
+from linreg_pl.model import LinearRegression
 from linreg_pl.scaling import Scaling
 
 STAGES = ("train", "val", "test")
@@ -128,12 +129,16 @@ class RegressionDataModule(L.LightningDataModule):
         Reshuffle the training rows every epoch.
     steps_per_batch : int or "auto"
         Optimizer steps per Lightning batch. 1: one step per batch, Lightning's automatic
-        optimization. Above 1, each Lightning batch carries that many mini-batches and the model
-        steps through them itself (the same updates, in the same order), which spreads Lightning's
-        per-batch cost (~0.5 ms) over them; the Trainer's gradient clipping and accumulation are
-        then not available. "auto" (default): as many as ``AUTO_MAX_STEPS`` (fewer for big batches),
-        in equal groups per epoch, wherever the Trainer's flags allow it, and one line says so;
-        the logged curves, snapshots and checkpoints keep counting optimizer steps.
+        optimization. Above 1, each Lightning batch carries that many mini-batches and
+        ``LinearRegression`` steps through them itself (in memory: the same updates, in the same
+        order; streamed files shuffle within windows of whole Lightning batches), which spreads
+        Lightning's per-batch cost (~0.5 ms) over them; the Trainer's gradient clipping and
+        accumulation are then not available. "auto" (default): up to ``AUTO_MAX_STEPS`` (fewer for
+        big batches), in equal groups per epoch, where the module is a ``LinearRegression`` and the
+        Trainer's flags allow it, and one line says so; the logged curves, snapshots and
+        checkpoints keep counting optimizer steps. What counts Lightning batches itself (a
+        ``LearningRateMonitor`` logging by step, ``ModelCheckpoint(every_n_train_steps)``) sees
+        fewer of them: set 1 for those.
     encoding : dict, optional
         The coding of categorical columns (``linreg_pl.data.encoding``): a trained model's, which
         evaluation applies to its data. Default: learned from the training split.
@@ -183,6 +188,7 @@ class RegressionDataModule(L.LightningDataModule):
         self.standardize_features, self.standardize_target = standardize_features, standardize_target
         self._tensors: dict[str, tuple[torch.Tensor, ...]] = {}
         self._train_statistics: dict[str, Accumulator] = {}
+        self._resumed_steps_per_batch: int | None = None
         self.encoder: Encoding | None = None
         if isinstance(source, StreamingSource):
             # Files larger than memory: one validating pass now, the rows stream when training.
@@ -361,31 +367,55 @@ class RegressionDataModule(L.LightningDataModule):
         """Optimizer steps per epoch of each of ``world_size`` processes."""
         return training_steps(self.split_sizes["train"], world_size, self.batch_size)
 
+    def resume_with(self, checkpoint: dict) -> None:
+        """Train on with the optimizer steps per batch of the ``checkpoint`` a fit resumes: Lightning
+        counts a resumed epoch's progress in batches, and the global step in one optimization mode."""
+        state = checkpoint.get(type(self).__qualname__) or {}
+        saved = (checkpoint.get("datamodule_hyper_parameters") or {}).get("steps_per_batch")
+        trained = state.get("steps_per_batch", saved if isinstance(saved, int) else 1)  # earlier versions: 1
+        asked = self.hparams.steps_per_batch
+        if self.batch_size is not None and asked not in ("auto", trained):
+            raise InputError(
+                f"data.steps_per_batch={asked}, but the checkpoint resumed was trained with {trained} optimizer "
+                f"steps per batch; resume with --data.steps_per_batch {trained} (or auto), or start a new run."
+            )
+        self._resumed_steps_per_batch = trained
+
+    def state_dict(self) -> dict:
+        return {"steps_per_batch": self.steps_per_batch}  # what a resumed fit must take again
+
     def _settle_steps_per_batch(self, trainer: L.Trainer) -> None:
         """Settle ``steps_per_batch`` against the Trainer's flags: "auto" takes several steps per
         batch only where nothing counts Lightning batches; a number the flags cannot honour is an error."""
-        asked = self.hparams.steps_per_batch
+        resumed = self._resumed_steps_per_batch
+        asked = self.hparams.steps_per_batch if resumed is None else resumed
         # Flags that count or change Lightning batches, or act inside Lightning's optimizer step.
+        interval = trainer.val_check_interval
         blockers = [
             f"--trainer.{flag}"
             for flag, value in (
                 ("gradient_clip_val", trainer.gradient_clip_val),
                 ("accumulate_grad_batches", trainer.accumulate_grad_batches > 1),
-                ("val_check_interval", trainer.val_check_interval != 1.0),
+                ("val_check_interval", isinstance(interval, int) or interval != 1.0),
                 ("limit_train_batches", trainer.limit_train_batches != 1.0),
                 ("overfit_batches", trainer.overfit_batches > 0),
             )
             if value
         ]
         if asked != "auto":
+            self.steps_per_batch = asked if self.batch_size is not None else 1
             if self.steps_per_batch > 1 and blockers:
+                given = "" if resumed is None else " (the resumed checkpoint's)"
                 raise InputError(
-                    f"data.steps_per_batch={asked} runs several optimizer steps per batch, which "
-                    f"{' and '.join(blockers)} do not support; drop them, or set --data.steps_per_batch 1."
+                    f"data.steps_per_batch={asked}{given} runs several optimizer steps per batch, which "
+                    f"{' and '.join(blockers)} do not support; drop them"
+                    + (", or set --data.steps_per_batch 1." if resumed is None else ", or start a new run.")
                 )
             return
         steps = self.train_steps_per_epoch(trainer.world_size)
-        if self.batch_size is None or blockers or steps < 2:
+        # Only LinearRegression steps through a group of mini-batches; any other module gets one each.
+        steps_through = isinstance(trainer.lightning_module, LinearRegression)
+        if self.batch_size is None or blockers or steps < 2 or not steps_through:
             self.steps_per_batch = 1
             return
         # Bounded by rows as well as steps: one Lightning batch stays a short stretch of training.
