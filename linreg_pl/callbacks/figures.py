@@ -93,6 +93,7 @@ class FitFigures(Callback):
         self.n_snapshots, self.gif_fps = n_snapshots, gif_fps
         self.active = False
         self.steps, self.next_index, self.total_steps = np.zeros(0, np.int64), 0, 0
+        self._seen_step = -1
         # The snapshots taken so far: (step, weight, bias) in original units, drawn at the end.
         self.snapshots: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.path: list[np.ndarray] | None = None
@@ -111,7 +112,7 @@ class FitFigures(Callback):
             return
         self.total_steps = total_optimizer_steps(trainer)
         self.steps = snapshot_steps(self.total_steps, self.n_snapshots)
-        self.next_index = 0
+        self.next_index, self._seen_step = 0, -1
         self.snapshots = []
         self.splits = drawn_splits(datamodule)
         # One target axis for every frame, holding the data and the initial line.
@@ -125,8 +126,9 @@ class FitFigures(Callback):
     def on_before_optimizer_step(self, trainer, pl_module: LinearRegression, optimizer) -> None:
         # Before step global_step + 1 the parameters are those after step global_step; called at
         # every optimizer step, also when a Lightning batch carries several.
-        if not self.active:
-            return
+        if not self.active or trainer.global_step == self._seen_step:
+            return  # once per step: LBFGS calls this after every evaluation of its closure
+        self._seen_step = trainer.global_step
         if self.next_index < len(self.steps) and trainer.global_step >= self.steps[self.next_index]:
             self._take(trainer, pl_module)
         elif self.path is not None and is_logged_step(trainer):

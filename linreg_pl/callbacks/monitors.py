@@ -38,10 +38,10 @@ def total_optimizer_steps(trainer: L.Trainer) -> float:
     datamodule = trainer.datamodule
     if trainer.lightning_module.automatic_optimization or not isinstance(datamodule, RegressionDataModule):
         total = trainer.estimated_stepping_batches
+    elif trainer.max_epochs in (None, -1):
+        total = math.inf
     else:
-        total = datamodule.train_steps_per_epoch(trainer.world_size) * (trainer.max_epochs or math.inf)
-        if trainer.max_epochs == -1:
-            total = math.inf
+        total = datamodule.train_steps_per_epoch(trainer.world_size) * trainer.max_epochs
     return min(total, trainer.max_steps) if trainer.max_steps > 0 else total
 
 
@@ -62,8 +62,10 @@ class ParameterTrajectory(Callback):
     def __init__(self, max_scalars: int = 10) -> None:
         self.max_scalars = max_scalars
         self.references: dict[str, float] = {}
+        self._seen_step = -1
 
     def on_train_start(self, trainer, pl_module: LinearRegression) -> None:
+        self._seen_step = -1
         logger = tensorboard_logger(trainer)
         if logger is None or not trainer.is_global_zero or not_linear(trainer, pl_module, "parameter trajectories"):
             return
@@ -76,9 +78,13 @@ class ParameterTrajectory(Callback):
         logger.experiment.add_custom_scalars(scalars_layout(list(scalars), self.references))
 
     def on_before_optimizer_step(self, trainer, pl_module: LinearRegression, optimizer) -> None:
-        # Called at every optimizer step, also when a Lightning batch carries several: the
-        # parameters are those after step global_step, the loss just computed is step global_step's.
+        # Called at every optimizer step, also when a Lightning batch carries several (and after
+        # every closure call: LBFGS evaluates several per step): the parameters are those after
+        # step global_step, the loss just computed is step global_step's.
         step = trainer.global_step
+        if step == self._seen_step:
+            return
+        self._seen_step = step
         params_now, loss_now = is_logged_step(trainer, step), is_logged_step(trainer, step + 1)
         if (
             not (params_now or loss_now)
@@ -124,11 +130,17 @@ class LearningRates(Callback):
     time) or by Lightning batches, which several optimizer steps per batch would thin out.
     """
 
+    def __init__(self) -> None:
+        self._seen_step = -1
+
     def on_train_start(self, trainer, pl_module) -> None:
+        self._seen_step = -1
         self._log(trainer)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if is_logged_step(trainer):
+        # Once per step: LBFGS calls this after every evaluation of its closure.
+        if is_logged_step(trainer) and trainer.global_step != self._seen_step:
+            self._seen_step = trainer.global_step
             self._log(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:

@@ -33,6 +33,9 @@ class DivergenceGuard(Callback):
     checkpoint of that epoch is written: a diverged model's loss stays non-finite, so the later
     look still sees it."""
 
+    def __init__(self) -> None:
+        self._lr = math.nan  # the rate of the batch under way
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # The rate this batch trains with: an epoch's scheduler steps before its last batch ends.
         self._lr = trainer.optimizers[0].param_groups[0]["lr"]

@@ -100,6 +100,18 @@ def test_learning_rate_is_logged_at_the_cadence_of_the_curves_and_follows_the_sc
         assert rate == pytest.approx(0.03 * 0.5 ** (step // 80)), step
 
 
+def test_an_optimizer_that_evaluates_several_times_a_step_logs_each_step_once(train_run):
+    # LBFGS calls its closure, and Lightning the per-step hook after it, several times a step.
+    lbfgs = ["--model.optimizer=torch.optim.LBFGS", "--data.batch_size=null", "--trainer.max_epochs=4"]
+    summary = train_run(*lbfgs, "--trainer.log_every_n_steps=1")
+    accumulator = events(Path(summary["run_dir"]))
+    for tag in ("train/log10_loss", "params/w[x0]", "lr-LBFGS"):
+        steps = [e.step for e in accumulator.Scalars(tag)]
+        assert steps == sorted(set(steps)), (tag, steps)
+    assert [e.step for e in accumulator.Scalars("train/log10_loss")] == [0, 1, 2, 3]
+    assert [e.step for e in accumulator.Images("fit")] == [0, 1, 2, 3, 4]
+
+
 def test_custom_scalars_put_each_parameter_with_its_references(d2l_run):
     run_dir, _ = d2l_run
     tensor = events(run_dir).Tensors("custom_scalars__config__")[0].tensor_proto
