@@ -8,8 +8,10 @@ of collections walked them); ``linreg_pl.commands.started`` freezes them and tur
 import gc
 import os
 import signal
+import sys
 
-gc.disable()
+if "__mp_main__" not in sys.modules:  # not in a spawned child (a DataLoader worker, a ddp_spawn rank)
+    gc.disable()  # which re-imports this script but never reaches its start
 
 
 def _ended_while_starting(signum: int, frame) -> None:

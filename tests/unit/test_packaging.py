@@ -78,3 +78,32 @@ def test_each_script_collects_garbage_again_once_started():
     ran = subprocess.run([sys.executable, "-c", PROBE, *names], cwd=ROOT, capture_output=True, text=True)
     said = [line for line in ran.stdout.splitlines() if line.split(" ")[0] in names]
     assert said == [f"{name} collecting True" for name in names], ran.stdout[-500:] + ran.stderr[-500:]
+
+
+SPAWNED = """
+import gc, multiprocessing, sys
+sys.path.insert(0, "scripts")
+import _start  # as a script does, first
+
+
+def report(queue):
+    queue.put(gc.isenabled())
+
+
+if __name__ == "__main__":
+    gc.enable()  # the program started (linreg_pl.commands.started)
+    context = multiprocessing.get_context("spawn")  # a DataLoader worker's, a ddp_spawn rank's
+    queue = context.Queue()
+    child = context.Process(target=report, args=(queue,))
+    child.start()
+    print("child collecting", queue.get(timeout=60))
+    child.join()
+"""
+
+
+def test_a_spawned_child_of_a_script_collects_garbage(tmp_path):
+    # A spawned process imports the script (hence _start.py) again but never runs its start.
+    probe = tmp_path / "probe.py"
+    probe.write_text(SPAWNED)
+    ran = subprocess.run([sys.executable, str(probe)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert "child collecting True" in ran.stdout, ran.stdout[-500:] + ran.stderr[-500:]
