@@ -163,9 +163,11 @@ def test_images_page_shows_the_fit_slider_in_a_real_browser(line_run, tmp_path):
             deadline = time.monotonic() + 90
             while True:  # until the dashboard has fetched the run and drawn its cards (bounded)
                 cards = {card["tag"]: card for card in browser.evaluate(CARDS_SCRIPT)}
-                if cards.get("fit", {}).get("slider_positions") and cards["fit"]["image_loaded"]:
+                fit, landscape = cards.get("fit", {}), cards.get("landscape", {})
+                # Each card loads its image on its own: wait for both, not for the fit's alone.
+                if fit.get("slider_positions") and fit["image_loaded"] and landscape.get("image_loaded"):
                     break
-                assert time.monotonic() < deadline, f"the IMAGES page showed no fit slider within 90 s: {cards}"
+                assert time.monotonic() < deadline, f"no fit slider and landscape image in 90 s: {cards}"
                 time.sleep(0.5)
         finally:
             browser.close()
