@@ -101,8 +101,8 @@ def test_a_killed_rank_ends_rank_0_with_its_name(ddp_run):
     (rank_1,) = [pid for pid in live_members(process.pid) if pid != process.pid]
     os.kill(rank_1, signal.SIGKILL)
     wait_until_all_ended(process, STOP_DEADLINE_S)
-    assert process.returncode == 1
     output = log.read_text()
+    assert process.returncode == 1, output[-3000:]  # once -6 (SIGABRT) under load: keep what rank 0 said
     assert f"error: rank 1 (pid {rank_1}) ended with signal SIGKILL; rank 0 stops too" in output
     assert "Traceback" not in output and "[rank0]" not in output  # the one line, not gloo's traceback
 
