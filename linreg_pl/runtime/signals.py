@@ -200,10 +200,22 @@ class GracefulStop(Callback):
                     f"error: rank {rank} (pid {child.pid}) ended with {_describe(returncode)}; rank 0 stops too",
                     file=sys.stderr,
                 )
-                raise SystemExit(1)  # the line says it all: no gloo traceback of this rank after it
+                self._leave(trainer)  # the line says it all: no gloo traceback of this rank after it
         if trainer.world_size > 1 and isinstance(exception, RuntimeError) and _PEER_LOST in str(exception):
             print(f"error: rank {trainer.global_rank} lost a peer rank (it ended); stopping too", file=sys.stderr)
-            raise SystemExit(1)
+            self._leave(trainer)
+
+    def _leave(self, trainer: L.Trainer) -> None:
+        """Exit 1 now, the logs flushed and the ranks this process launched ended. A lost peer leaves
+        the process group's threads running: Python's own exit would tear them down mid-use and end
+        in C++'s terminate (SIGABRT) after the line was said."""
+        for logger in trainer.loggers:
+            logger.finalize("failed")  # what Lightning does after this hook, which does not return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for child in self._children:
+            child.kill()
+        os._exit(1)
 
 
 # How gloo reports a collective whose peer process has ended.
