@@ -237,6 +237,8 @@ def ignore_third_party_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
     # log_every_n_steps counts steps across epochs: a full-batch lesson logs every few epochs.
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
+    # A resumed run logs to a new version directory by design (--ckpt_path last finds the old one).
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
 
 
 def run_command(

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -271,3 +272,14 @@ def test_a_signal_to_the_launcher_at_any_moment_ends_every_process(ddp_run, sign
     assert "Traceback" not in output and len([line for line in output.splitlines() if "error" in line]) <= 1, output
     run_dirs = list((log.parent / "logs").glob("*/version_*"))
     assert all(any(run.rglob("*.ckpt")) for run in run_dirs), [list(run.iterdir()) for run in run_dirs]
+
+
+def test_a_resume_warns_of_nothing(train_run, in_tmp):
+    from linreg_pl.cli import ignore_third_party_warnings
+
+    train_run("--trainer.max_epochs=1")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning, each time: as a fresh program shows them
+        ignore_third_party_warnings()
+        train_run("--trainer.max_epochs=2", "--ckpt_path=last")
+    assert [str(w.message) for w in caught] == []  # resuming into a new version directory is the design
