@@ -178,8 +178,8 @@ class LinearRegression(L.LightningModule):
             # Batches of several mini-batches (RegressionDataModule.steps_per_batch, settled in its
             # setup, which runs first): the model steps through them itself.
             self.automatic_optimization = getattr(datamodule, "steps_per_batch", 1) == 1
-        if stage == "fit" and datamodule is not None:
-            self.set_scaling(datamodule.scaling)
+            if datamodule is not None:
+                self.set_scaling(datamodule.scaling)
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # train/loss only at the steps the logger writes: self.log costs ~0.8 ms a call whatever it writes.
