@@ -4,15 +4,18 @@ Each turns a user error into one line and exit status 2 (``run_command``)."""
 
 import gc
 
+from linreg_pl.callbacks.monitors import checksum_events_in_c
 from linreg_pl.cli import cli_main, run_command
 
 
 def started() -> None:
     """Called by every program once its imports are done. The objects they made (~400k: torch,
     Lightning) live as long as the program: frozen, no full garbage collection walks them again
-    (~0.17 s each, several a run). ``scripts/_start.py`` turned collection off while importing."""
+    (~0.17 s each, several a run). ``scripts/_start.py`` turned collection off while importing.
+    TensorBoard's event files are checksummed in C from here on."""
     gc.freeze()
     gc.enable()
+    checksum_events_in_c()
 
 
 def train() -> None:

@@ -68,16 +68,20 @@ for name in sys.argv[1:]:
     except SystemExit:
         pass
     print(name, "collecting" if gc.isenabled() else "NOT collecting", gc.get_freeze_count() > 100_000)
+from tensorboard.summary.writer import record_writer
+print("event checksums from", record_writer.masked_crc32c.__module__)
 """
 
 
 def test_each_script_collects_garbage_again_once_started():
     # scripts/_start.py turns collection off while the imports run; linreg_pl.commands.started()
-    # must freeze what they made and turn it back on, or a long run would never free a cycle.
+    # must freeze what they made and turn it back on, or a long run would never free a cycle. It
+    # also has TensorBoard's event files checksummed in C.
     names = [f"{name}.py" for name in (*COMMANDS, "make_dataset")]
     ran = subprocess.run([sys.executable, "-c", PROBE, *names], cwd=ROOT, capture_output=True, text=True)
     said = [line for line in ran.stdout.splitlines() if line.split(" ")[0] in names]
     assert said == [f"{name} collecting True" for name in names], ran.stdout[-500:] + ran.stderr[-500:]
+    assert "event checksums from linreg_pl.callbacks.monitors" in ran.stdout
 
 
 SPAWNED = """

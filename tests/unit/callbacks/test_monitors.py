@@ -197,3 +197,24 @@ def test_tensorboard_server_serves_the_scalars_and_the_images(d2l_run):
         image = http_get(f"{api}/images/individualImage?{snapshots[-1]['query']}")
         assert image[:4] == b"\x89PNG"
         assert len(json.loads(http_get(f"{api}/images/images?run={run}&tag=landscape"))) == 1
+
+
+def test_event_checksums_in_c_are_tensorboards_own(tmp_path, monkeypatch):
+    import os
+
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+    from tensorboard.summary.writer import record_writer
+    from torch.utils.tensorboard import SummaryWriter
+
+    from linreg_pl.callbacks.monitors import checksum_events_in_c
+
+    monkeypatch.setattr(record_writer, "masked_crc32c", record_writer.masked_crc32c)  # undone after the test
+    checksum_events_in_c()
+    assert record_writer.masked_crc32c is not masked_crc32c
+    for data in (b"", b"a", os.urandom(1000), os.urandom(70_001)):
+        assert record_writer.masked_crc32c(data) == masked_crc32c(data)
+    # TensorBoard's reader checks every record's checksums with its own pure-Python CRC.
+    with SummaryWriter(str(tmp_path)) as writer:
+        for step in range(3):
+            writer.add_scalar("x", step / 2, step)
+    assert [event.value for event in events(tmp_path).Scalars("x")] == [0.0, 0.5, 1.0]
