@@ -8,6 +8,7 @@ import io
 import math
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import matplotlib.pyplot as plt
@@ -17,26 +18,27 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
-from torch.utils.tensorboard import SummaryWriter
 
 from linreg_pl.callbacks import not_linear
 from linreg_pl.callbacks.monitors import is_logged_step, tensorboard_logger, total_optimizer_steps
 from linreg_pl.callbacks.plots import (
+    Animation,
+    Landscape,
     drawn_image,
+    encode_gif,
+    fit_animation,
     fit_figure,
-    fit_frames,
-    landscape_figure,
+    in_palette,
     line_limits,
-    palette_images,
+    prediction_animation,
     prediction_figure,
-    prediction_frames,
-    write_gif,
 )
 from linreg_pl.data.streaming import MAX_MATERIALIZED_ROWS
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
 from linreg_pl.runtime.files import atomic_open
+from linreg_pl.runtime.offload import InProcess, Offloaded, OffloadFailed, offload
 
 # Rows drawn per split in a figure: enough to show the cloud, cheap enough for every snapshot.
 MAX_DRAWN_ROWS = 2000
@@ -74,8 +76,10 @@ class FitFigures(Callback):
     path (tag ``landscape``, ``landscape.png``), recording the parameters at every logged step.
     A network other than the linear head has no line to draw: the callback then steps aside.
 
-    Training only records the parameters at the snapshot steps; the frames are drawn when training
-    ends (or is interrupted), the data and axes once for all of them.
+    Training records the parameters at the snapshot steps; a process beside it (on Linux;
+    ``linreg_pl.runtime.offload``) draws each snapshot as it comes, the data and axes once for
+    all, and the GIF, the images and the landscape when training ends (or is interrupted), which
+    this process then writes. Should that process fail, this one draws them itself.
 
     Parameters
     ----------
@@ -94,9 +98,11 @@ class FitFigures(Callback):
         self.active = False
         self.steps, self.next_index, self.total_steps = np.zeros(0, np.int64), 0, 0
         self._seen_step = -1
-        # The snapshots taken so far: (step, weight, bias) in original units, drawn at the end.
-        self.snapshots: list[tuple[int, np.ndarray, np.ndarray]] = []
+        # The snapshots taken so far: (step, weight, bias, title) in original units.
+        self.snapshots: list[tuple[int, np.ndarray, np.ndarray, str]] = []
         self.path: list[np.ndarray] | None = None
+        self.drawing: SnapshotDrawing | None = None
+        self.drawer: Offloaded | InProcess | None = None
 
     def on_train_start(self, trainer, pl_module: LinearRegression) -> None:
         datamodule = trainer.datamodule
@@ -114,13 +120,10 @@ class FitFigures(Callback):
         self.steps = snapshot_steps(self.total_steps, self.n_snapshots)
         self.next_index, self._seen_step = 0, -1
         self.snapshots = []
-        self.splits = drawn_splits(datamodule)
-        # One target axis for every frame, holding the data and the initial line.
-        self.y_limits = (
-            line_limits(self.splits, *pl_module.learned_parameters()) if datamodule.n_features == 1 else None
-        )
         landscape = datamodule.n_targets == 1 and datamodule.n_features <= 2
-        self.path = [] if landscape else None
+        self.path, self._path_sent = ([] if landscape else None), 0
+        self.drawing = SnapshotDrawing(datamodule, pl_module.learned_parameters(), landscape)
+        self.drawer = offload(lambda: self.drawing)  # the child's copy of the drawing does the work
         self._take(trainer, pl_module)
 
     def on_before_optimizer_step(self, trainer, pl_module: LinearRegression, optimizer) -> None:
@@ -141,11 +144,8 @@ class FitFigures(Callback):
             return
         if self.snapshots[-1][0] != trainer.global_step:  # stopped early, or between scheduled steps
             self._take(trainer, pl_module)
-        self._draw_snapshots(trainer)
-        logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
-        if self.path is not None and len(self.path) > 1:
-            figure = draw_landscape(datamodule, np.array(self.path))
-            log_figure(logger, "landscape", figure, trainer.global_step, Path(logger.log_dir) / "landscape.png")
+        path = np.array(self.path) if self.path is not None and len(self.path) > 1 else None
+        self._write(trainer, self._drawn(path, self.gif_fps))
 
     def on_test_end(self, trainer, pl_module: LinearRegression) -> None:
         logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
@@ -154,46 +154,137 @@ class FitFigures(Callback):
         if pl_module.linear is None or max(datamodule.split_sizes.values()) > MAX_MATERIALIZED_ROWS:
             return
         figure = draw_fit(drawn_splits(datamodule), datamodule, *pl_module.learned_parameters(), "tested model")
-        log_figure(logger, "fit/tested", figure, trainer.global_step, Path(logger.log_dir) / "fit.png")
+        log_png(logger, "fit/tested", *figure_png(figure), trainer.global_step, Path(logger.log_dir) / "fit.png")
 
     def on_exception(self, trainer, pl_module: LinearRegression, exception: BaseException) -> None:
-        # An interrupted run keeps the snapshots it reached in TensorBoard, as it did when they were
-        # drawn during training.
+        # An interrupted run keeps the snapshots it reached in TensorBoard (no GIF, no landscape).
         if self.active and self.snapshots:
-            self._draw_snapshots(trainer, gif=False)
+            self._write(trainer, self._drawn(None, None))
+        self._close()
+
+    def teardown(self, trainer, pl_module: LinearRegression, stage: str) -> None:
+        self._close()
 
     def _take(self, trainer: L.Trainer, model: LinearRegression) -> None:
-        """Record the parameters at this step: a snapshot, drawn when training ends."""
+        """Record the parameters at this step, and have the snapshot drawn."""
         step = trainer.global_step
         weight, bias = model.learned_parameters()
         if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
             return  # diverging (DivergenceGuard stops the run): nothing to draw
         if self.path is not None:
             self.path.append(np.concatenate([weight[0], bias]))
-        self.snapshots.append((step, weight, bias))
+        self.snapshots.append((step, weight, bias, self._title(step)))
+        recent = None
+        if self.path is not None:  # the points since the last snapshot: the landscape widens as they come
+            recent, self._path_sent = np.array(self.path[self._path_sent :]), len(self.path)
+        self.drawer.send("add", *self.snapshots[-1], recent)
         while self.next_index < len(self.steps) and self.steps[self.next_index] <= step:
             self.next_index += 1
 
-    def _draw_snapshots(self, trainer: L.Trainer, gif: bool = True) -> None:
-        """The recorded snapshots as TensorBoard images at their steps, and as fit.gif."""
-        snapshots, self.snapshots = self.snapshots, []
-        steps = [step for step, _, _ in snapshots]
-        frames = snapshot_frames(
-            self.splits,
-            trainer.datamodule,
-            [(weight, bias) for _, weight, bias in snapshots],
-            [self._title(step) for step in steps],
-            self.y_limits,
-        )
-        logger, images = tensorboard_logger(trainer), palette_images(frames)
-        for step, image in zip(steps, images, strict=True):
-            add_png(logger.experiment, "fit", image, step)
-        if gif:
-            write_gif(Path(logger.log_dir) / "fit.gif", images, fps=self.gif_fps)
+    def _drawn(self, path: np.ndarray | None, gif_fps: float | None) -> Drawn:
+        """The figures of the snapshots taken, from the process beside training; drawn here if it failed."""
+        try:
+            return self.drawer.ask("finish", path, gif_fps)
+        except OffloadFailed:
+            drawing = self.drawing
+            for snapshot in self.snapshots:
+                drawing.add(*snapshot)
+            return drawing.finish(path, gif_fps)
+        finally:
+            self._close()
+
+    def _write(self, trainer: L.Trainer, drawn: Drawn) -> None:
+        logger = tensorboard_logger(trainer)
+        for step, png, size in drawn.snapshots:
+            log_png(logger, "fit", png, size, step)
+        log_dir = Path(logger.log_dir)
+        if drawn.gif is not None:
+            with atomic_open(log_dir / "fit.gif") as file:
+                file.write(drawn.gif)
+        if drawn.landscape is not None:
+            log_png(logger, "landscape", *drawn.landscape, trainer.global_step, log_dir / "landscape.png")
+
+    def _close(self) -> None:
+        self.snapshots, self.drawing = [], None
+        if self.drawer is not None:
+            self.drawer.close()
+            self.drawer = None
 
     def _title(self, step: int) -> str:
         total = f" of {self.total_steps}" if math.isfinite(self.total_steps) else ""
         return f"step {step}{total}" + (" (initial parameters)" if step == 0 else "")
+
+
+class Drawn(NamedTuple):
+    """What ``SnapshotDrawing.finish`` returns, encoded: each snapshot's (step, PNG, (width,
+    height)), the GIF of them all, and the landscape's (PNG, (width, height))."""
+
+    snapshots: list[tuple[int, bytes, tuple[int, int]]]
+    gif: bytes | None
+    landscape: tuple[bytes, tuple[int, int]] | None
+
+
+class SnapshotDrawing:
+    """The figures of one run's snapshots: each frame drawn and encoded (one palette for all) as
+    ``add`` brings it, on one figure whose data and axes are drawn once; ``finish`` adds the GIF
+    and the landscape. Holds NumPy arrays only: ``FitFigures`` runs it in a forked process.
+
+    ``initial`` is the (weight, bias) at step 0, which fixes the target axis of every frame.
+    """
+
+    def __init__(
+        self, datamodule: RegressionDataModule, initial: tuple[np.ndarray, np.ndarray], landscape: bool
+    ) -> None:
+        table = datamodule.table
+        self.splits = drawn_splits(datamodule)
+        self.true = (table.true_weight, table.true_bias) if table.true_weight is not None else None
+        self.feature_names, self.target_names = table.feature_names, table.target_names
+        self.one_line = datamodule.n_features == 1 and datamodule.n_targets == 1
+        # One target axis for every frame, holding the data and the initial line.
+        self.y_limits = line_limits(self.splits, *initial) if datamodule.n_features == 1 else None
+        self.landscape_data = None
+        if landscape:  # the rows and the optimum, computed here: the forked process runs no torch
+            x, y = datamodule.arrays("train")
+            start = np.concatenate([initial[0][0], initial[1]])
+            self.landscape_data = (x, y, start, datamodule.train_statistics().solve())
+        self.landscape: Landscape | None = None
+        self.animation: Animation | None = None
+        self.frames: list[Image.Image] = []  # in the palette of the first
+        self.snapshots: list[tuple[int, bytes, tuple[int, int]]] = []
+
+    def add(self, step: int, weight: np.ndarray, bias: np.ndarray, title: str, path: np.ndarray | None = None) -> None:
+        """Draw the snapshot of ``step`` and encode it as a PNG; the landscape's window holds the
+        points of the ``path`` (k, d + 1) recorded since the last snapshot."""
+        if self.animation is None:
+            self.animation = self._animation(weight, bias, title)
+        image = in_palette(self.animation.frame(weight, bias, title), self.frames[0] if self.frames else None)
+        self.frames.append(image)
+        self.snapshots.append((step, png_bytes(image), image.size))
+        if self.landscape is None and self.landscape_data is not None:  # its contours, while training runs
+            x, y, start, optimum = self.landscape_data
+            title = f"MSE of {self.target_names[0]} on the training rows, and the optimizer's path"
+            self.landscape = Landscape(x, y, start, optimum, self.true, self.feature_names, title)
+        if self.landscape is not None and path is not None:
+            self.landscape.hold(path)
+
+    def finish(self, path: np.ndarray | None, gif_fps: float | None) -> Drawn:
+        """The snapshots as PNGs, with the GIF at ``gif_fps`` (None: none) and the landscape with
+        the recorded ``path`` (k, d + 1) of (w, b) (None: none)."""
+        self.animation.close()
+        gif = encode_gif(self.frames, fps=gif_fps) if gif_fps is not None else None
+        landscape = None
+        if self.landscape is not None:
+            if path is not None:
+                image = self.landscape.image(path)
+                landscape = png_bytes(image), image.size
+            self.landscape.close()
+        return Drawn(self.snapshots, gif, landscape)
+
+    def _animation(self, weight: np.ndarray, bias: np.ndarray, title: str) -> Animation:
+        if self.one_line:
+            names = self.feature_names[0], self.target_names[0]
+            return fit_animation(self.splits, weight, bias, title, *names, self.true, self.y_limits)
+        return prediction_animation(self.splits, weight, bias, title, self.target_names)
 
 
 def drawn_splits(datamodule: RegressionDataModule) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -231,58 +322,33 @@ def draw_fit(
     return prediction_figure(predictions, table.target_names, title, figure)
 
 
-def snapshot_frames(
-    splits: dict[str, tuple[np.ndarray, np.ndarray]],
-    datamodule: RegressionDataModule,
-    parameters: list[tuple[np.ndarray, np.ndarray]],
-    titles: list[str],
-    y_limits: tuple[float, float] | None = None,
-) -> list[Image.Image]:
-    """``draw_fit`` for each (weight, bias) of ``parameters``, as RGB images drawn on one figure."""
-    table = datamodule.table
-    if datamodule.n_features == 1 and datamodule.n_targets == 1:
-        true = (table.true_weight, table.true_bias) if table.true_weight is not None else None
-        names = table.feature_names[0], table.target_names[0]
-        return fit_frames(splits, parameters, titles, *names, true, y_limits)
-    return prediction_frames(splits, parameters, table.target_names, titles)
-
-
-def draw_landscape(datamodule: RegressionDataModule, path: np.ndarray) -> Figure:
-    """The MSE landscape of the training rows with the recorded path (k, d + 1) of (w, b)."""
-    x, y = datamodule.arrays("train")
-    table = datamodule.table
-    true = (table.true_weight, table.true_bias) if table.true_weight is not None else None
-    return landscape_figure(
-        x,
-        y,
-        path,
-        datamodule.train_statistics().solve(),
-        true,
-        table.feature_names,
-        title=f"MSE of {table.target_names[0]} on the training rows, and the optimizer's path",
-    )
-
-
-def log_figure(logger: TensorBoardLogger, tag: str, figure: Figure, step: int, path: Path) -> None:
-    """Show ``figure`` in TensorBoard's IMAGES as ``tag`` and save it as the PNG ``path``, drawn
-    and encoded once for both, then close it."""
+def figure_png(figure: Figure) -> tuple[bytes, tuple[int, int]]:
+    """``figure`` drawn and PNG-encoded, with its (width, height); the figure is closed."""
     figure.canvas.draw()
-    png = add_png(logger.experiment, tag, drawn_image(figure), step)
-    with atomic_open(path) as file:
-        file.write(png)
+    image = drawn_image(figure)
     plt.close(figure)
+    return png_bytes(image), image.size
 
 
-def add_png(writer: SummaryWriter, tag: str, image: Image.Image, step: int) -> bytes:
-    """``writer.add_image`` for a PIL image, PNG-encoded as it is (a palette image stays one);
-    returns the PNG."""
+def png_bytes(image: Image.Image) -> bytes:
+    """A PIL image as a PNG, as it is (a palette image stays one)."""
     encoded = io.BytesIO()
     # zlib's run-length strategy: half the encoding time of its default for files a fifth larger.
     image.save(encoded, format="PNG", compress_type=zlib.Z_RLE)
-    png = encoded.getvalue()
-    picture = Summary.Image(height=image.height, width=image.width, colorspace=3, encoded_image_string=png)
-    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
-    return png
+    return encoded.getvalue()
+
+
+def log_png(
+    logger: TensorBoardLogger, tag: str, png: bytes, size: tuple[int, int], step: int, path: Path | None = None
+) -> None:
+    """Show the PNG of ``size`` (width, height) in TensorBoard's IMAGES as ``tag`` at ``step``
+    (``add_image`` without decoding and encoding it again), and write it to ``path`` if given."""
+    width, height = size
+    picture = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png)
+    logger.experiment.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
+    if path is not None:
+        with atomic_open(path) as file:
+            file.write(png)
 
 
 def _flat_parameters(model: LinearRegression) -> np.ndarray:

@@ -8,9 +8,9 @@ so the snapshots of one run share their axes and the line visibly moves between 
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -20,8 +20,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
-
-from linreg_pl.runtime.files import atomic_open  # noqa: E402
 
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
@@ -78,122 +76,138 @@ def _fit_label(weight: np.ndarray, bias: np.ndarray) -> str:
     return f"fit: y = {weight[0, 0]:.4g}x + {bias[0]:.4g}"
 
 
-def fit_frames(
+# The longest fit label: both numbers as long as ".4g" writes them. Every frame's label is padded
+# to it with figure spaces (the width of a digit), so the legend box drawn once holds them all.
+FIT_LABEL_WIDTH = len(_fit_label(np.full((1, 1), -1.234e-15), np.full(1, -1.234e-15)))
+
+
+class Animation:
+    """RGB frames of ``figure`` in which only the ``moving`` artists change: the rest is drawn once
+    and copied, each of the ``rescaled`` axes once per distinct limits, and only the moving artists
+    are drawn per frame (milliseconds, where a full draw takes ~40 ms). Frames come one at a time,
+    as snapshots of a run do.
+
+    ``show(*args)`` moves the artists to the frame of ``args`` and returns the limits it gave the
+    rescaled axes (or None); ``first`` are frame 0's arguments, whose texts size the boxes around
+    them (the legend's).
+    """
+
+    def __init__(self, figure: Figure, moving: list, show, first: tuple, rescaled: Sequence = ()) -> None:
+        self.figure, self.moving, self.show, self.rescaled = figure, moving, show, rescaled
+        canvas = figure.canvas
+        for artist in moving:  # skipped by the figure's and the axes' own drawing
+            artist.set_animated(True)
+        alphas = [artist.get_alpha() for artist in moving]
+        show(*first)
+        # The rest, without the rescaled axes; moving children of other artists (a legend's label)
+        # are drawn transparent.
+        for artist in moving:
+            artist.set_alpha(0)
+        for axes in rescaled:
+            axes.set_visible(False)
+        canvas.draw()
+        for artist, alpha in zip(moving, alphas, strict=True):
+            artist.set_alpha(alpha)
+        for axes in rescaled:
+            axes.set_visible(True)
+        self.rest = canvas.copy_from_bbox(figure.bbox)
+        self.backgrounds: dict = {}
+
+    def frame(self, *args) -> Image.Image:
+        """The figure with the moving artists at ``args``, as an RGB image."""
+        canvas, limits = self.figure.canvas, self.show(*args)
+        if limits in self.backgrounds:
+            canvas.restore_region(self.backgrounds[limits])
+        else:
+            canvas.restore_region(self.rest)
+            for axes in self.rescaled:
+                self.figure.draw_artist(axes)
+            self.backgrounds[limits] = canvas.copy_from_bbox(self.figure.bbox)
+        for artist in self.moving:
+            self.figure.draw_artist(artist)
+        return drawn_image(self.figure)
+
+    def close(self) -> None:
+        plt.close(self.figure)
+
+
+def fit_animation(
     splits: Splits,
-    parameters: Sequence[tuple[np.ndarray, np.ndarray]],
-    titles: Sequence[str],
+    weight: np.ndarray,
+    bias: np.ndarray,
+    title: str,
     feature_name: str = "x",
     target_name: str = "y",
     true: tuple[np.ndarray, np.ndarray] | None = None,
     y_limits: tuple[float, float] | None = None,
-) -> list[Image.Image]:
-    """``fit_figure`` for each (weight, bias) of ``parameters`` with its title, as RGB images: the
-    fitted line, its legend and the title move; the data and the axes are drawn once.
+) -> Animation:
+    """``fit_figure`` as an ``Animation`` whose ``frame(weight, bias, title)`` moves the fitted
+    line, its legend entry and the title; the data and the axes are drawn once.
 
     Examples
     --------
     >>> x = np.array([[0.0], [1.0], [2.0]])
-    >>> steps = [(np.array([[w]]), np.array([1.0])) for w in (0.0, 1.0, 2.0)]
-    >>> frames = fit_frames({"train (3)": (x, 2 * x + 1)}, steps, ["step 0", "step 1", "step 2"])
+    >>> animation = fit_animation({"train (3)": (x, 2 * x + 1)}, np.array([[0.0]]), np.array([1.0]), "step 0")
+    >>> frames = [animation.frame(np.array([[w]]), np.array([1.0]), f"step {w}") for w in (0, 1, 2)]
+    >>> animation.close()
     >>> len(frames), frames[0].mode, frames[0].size, frames[0] != frames[2]
     (3, 'RGB', (600, 450), True)
     """
-    figure = fit_figure(splits, *parameters[0], feature_name, target_name, true, titles[0], y_limits=y_limits)
+    figure = fit_figure(splits, weight, bias, feature_name, target_name, true, title, y_limits=y_limits)
     axes = figure.axes[0]
     line = axes.lines[0]
-    # Only the fit's entry of the legend moves (a whole legend costs ~30 ms to draw): its labels are
-    # padded to one length with figure spaces (the width of a digit), so the box drawn once fits all.
+    # Only the fit's entry of the legend moves (a whole legend costs ~30 ms to draw).
     label = axes.get_legend().get_texts()[len(splits)]  # after the splits' entries
-    labels = [_fit_label(*p) for p in parameters]
-    width = max(map(len, labels))
 
-    def show(index: int) -> None:
-        weight, bias = parameters[index]
+    def show(weight: np.ndarray, bias: np.ndarray, title: str) -> None:
         line.set_ydata(weight[0, 0] * line.get_xdata() + bias[0])
-        label.set_text(labels[index].ljust(width, "\u2007"))
-        axes.title.set_text(titles[index])
+        label.set_text(_fit_label(weight, bias).ljust(FIT_LABEL_WIDTH, "\u2007"))
+        axes.title.set_text(title)
 
-    return _frames(figure, [line, label, axes.title], show, len(parameters))
+    return Animation(figure, [line, label, axes.title], show, (weight, bias, title))
 
 
-def prediction_frames(
+def prediction_animation(
     splits: Splits,
-    parameters: Sequence[tuple[np.ndarray, np.ndarray]],
+    weight: np.ndarray,
+    bias: np.ndarray,
+    title: str,
     target_names: Sequence[str],
-    titles: Sequence[str],
-) -> list[Image.Image]:
-    """``prediction_figure`` of the rows ``splits`` (label -> (x, y)) predicted with each (weight,
-    bias) of ``parameters``, as RGB images: the points and the title move; the residuals' axes are
-    drawn again only when their scale changes.
+) -> Animation:
+    """``prediction_figure`` of the rows ``splits`` (label -> (x, y)) as an ``Animation`` whose
+    ``frame(weight, bias, title)`` moves the predicted points and the title; the residuals' axes
+    are drawn again only when their scale changes.
 
     Examples
     --------
     >>> x = np.array([[0.0], [1.0], [2.0]])
-    >>> steps = [(np.array([[w]]), np.array([0.0])) for w in (1.0, 2.0)]
-    >>> frames = prediction_frames({"train": (x, 2 * x)}, steps, ["y"], ["step 0", "step 1"])
+    >>> animation = prediction_animation({"train": (x, 2 * x)}, np.array([[1.0]]), np.array([0.0]), "step 0", ["y"])
+    >>> frames = [animation.frame(np.array([[w]]), np.array([0.0]), f"step {w}") for w in (1, 2)]
+    >>> animation.close()
     >>> len(frames), frames[0].size
     (2, (900, 360))
     """
 
-    def predictions(index: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        weight, bias = parameters[index]
+    def predictions(weight: np.ndarray, bias: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {label: (y, x @ weight.T + bias) for label, (x, y) in splits.items()}
 
-    figure = prediction_figure(predictions(0), target_names, titles[0])
+    figure = prediction_figure(predictions(weight, bias), target_names, title)
     rows = np.reshape(figure.axes[: 2 * len(target_names)], (len(target_names), 2))
     points = [artist for left, right in rows for artist in (*left.collections, *right.collections)]
 
-    def show(index: int) -> tuple:
-        moved = predictions(index)
+    def show(weight: np.ndarray, bias: np.ndarray, title: str) -> tuple:
+        moved = predictions(weight, bias)
         for t, (left, right) in enumerate(rows):
             pairs = zip(moved.values(), left.collections, right.collections, strict=True)
             for (actual, predicted), on_left, on_right in pairs:
                 on_left.set_offsets(np.column_stack([actual[:, t], predicted[:, t]]))
                 on_right.set_offsets(np.column_stack([predicted[:, t], actual[:, t] - predicted[:, t]]))
             right.set_ylim(_residual_limits(moved, t))
-        figure.texts[0].set_text(titles[index])  # the suptitle
+        figure.texts[0].set_text(title)  # the suptitle
         return tuple(right.get_ylim() for _, right in rows)
 
-    return _frames(figure, [*points, figure.texts[0]], show, len(parameters), [right for _, right in rows])
-
-
-def _frames(figure: Figure, moving: list, show, count: int, rescaled: Sequence = ()) -> list[Image.Image]:
-    """Render ``count`` RGB images of ``figure``: ``show(i)`` moves the ``moving`` artists to frame i
-    and returns the limits it gave the ``rescaled`` axes (or None). The rest of the figure is drawn
-    once, each rescaled axes once per distinct limits, and copied; only the moving artists are
-    drawn per frame (milliseconds, where a full draw takes ~40 ms)."""
-    canvas = figure.canvas
-    for artist in moving:  # skipped by the figure's and the axes' own drawing
-        artist.set_animated(True)
-    alphas = [artist.get_alpha() for artist in moving]
-    show(0)  # frame 0's texts size the boxes around them (the legend's)
-    # The rest, without the rescaled axes; moving children of other artists (a legend's label) are
-    # drawn transparent.
-    for artist in moving:
-        artist.set_alpha(0)
-    for axes in rescaled:
-        axes.set_visible(False)
-    canvas.draw()
-    for artist, alpha in zip(moving, alphas, strict=True):
-        artist.set_alpha(alpha)
-    for axes in rescaled:
-        axes.set_visible(True)
-    rest = canvas.copy_from_bbox(figure.bbox)
-    frames, backgrounds = [], {}
-    for index in range(count):
-        limits = show(index)
-        if limits in backgrounds:
-            canvas.restore_region(backgrounds[limits])
-        else:
-            canvas.restore_region(rest)
-            for axes in rescaled:
-                figure.draw_artist(axes)
-            backgrounds[limits] = canvas.copy_from_bbox(figure.bbox)
-        for artist in moving:
-            figure.draw_artist(artist)
-        frames.append(drawn_image(figure))
-    plt.close(figure)
-    return frames
+    moving = [*points, figure.texts[0]]
+    return Animation(figure, moving, show, (weight, bias, title), [right for _, right in rows])
 
 
 def drawn_image(figure: Figure) -> Image.Image:
@@ -279,126 +293,179 @@ def ridge_path_figure(path: dict, title: str = "") -> Figure:
     return figure
 
 
-def landscape_figure(
-    x: np.ndarray,
-    y: np.ndarray,
-    path: np.ndarray,
-    optimum: tuple[np.ndarray, np.ndarray],
-    true: tuple[np.ndarray, np.ndarray] | None = None,
-    feature_names: Sequence[str] = ("x0", "x1"),
-    title: str = "",
-    resolution: int = 160,
-) -> Figure:
-    """Contours of the mean squared error of one target, with the optimizer's path on them.
+class Landscape:
+    """Contours of the mean squared error of one target, with an optimizer's path on them.
 
     One feature: the MSE over (w, b). Two features: over (w0, w1), with the bias at its optimum
-    for each pair of weights. The window holds the whole path, the optimum and the truth.
+    for each pair of weights. The contours are drawn when the landscape is made, for a window that
+    holds the ``start`` (where the path begins), the optimum and the truth, and again whenever
+    ``hold(points)`` brings points outside it (the path so far, while training runs); ``image(path)``
+    then draws only the path, its marks and the legend over a copy of them.
 
     Parameters
     ----------
     x, y : np.ndarray
         Training rows (n, d) with d in {1, 2}, and the target (n, 1), in original units.
-    path : np.ndarray
-        (k, d + 1): the weights and the bias at each recorded step, in original units.
+    start : np.ndarray
+        (d + 1,): the weights and the bias where the path begins, in original units.
     optimum, true : tuple of (weight (1, d), bias (1,))
         The least-squares optimum of these rows, and the generating parameters if known.
 
     Examples
     --------
     >>> x = np.linspace(0, 1, 20)[:, None]
-    >>> path = np.array([[0.0, 0.0], [1.5, 0.5], [2.0, 1.0]])
-    >>> figure = landscape_figure(x, 2 * x + 1, path, (np.array([[2.0]]), np.array([1.0])))
-    >>> figure.axes[0].get_xlabel(), figure.axes[0].get_ylabel()
+    >>> landscape = Landscape(x, 2 * x + 1, np.zeros(2), (np.array([[2.0]]), np.array([1.0])))
+    >>> landscape.axes.get_xlabel(), landscape.axes.get_ylabel()
     ('w[x0]', 'b')
-    >>> plt.close(figure)
+    >>> image = landscape.image(np.array([[0.0, 0.0], [1.5, 0.5], [2.0, 1.0]]))
+    >>> orange = (np.asarray(image) == (255, 165, 0)).all(axis=2)  # the path
+    >>> image.mode, image.size, bool(orange.any()), landscape.axes.get_legend() is None  # drawn, then removed
+    ('RGB', (640, 500), True, True)
+    >>> landscape.close()
     """
-    d = x.shape[1]
-    if d not in (1, 2) or y.shape[1] != 1:
-        raise ValueError(f"a landscape needs 1 or 2 features and 1 target; got x {x.shape}, y {y.shape}")
-    mean_x, mean_y = x.mean(axis=0), y[:, 0].mean()
-    centred_x, centred_y = x - mean_x, y[:, 0] - mean_y
-    cov_xx, cov_xy = centred_x.T @ centred_x / len(x), centred_x.T @ centred_y / len(x)
-    var_y = centred_y @ centred_y / len(x)
-    best = np.concatenate([optimum[0][0], optimum[1]])
-    # The plotted coordinates: (w, b) for one feature, (w0, w1) for two.
-    points = [path[:, :2], best[None, :2]]
-    marks = [(best[:2], "*", "least squares", "white", 12)]
-    if true is not None:  # drawn first: the least-squares star often sits on the truth
-        truth = np.concatenate([true[0][0], true[1]])
-        points.append(truth[None, :2])
-        marks.insert(0, (truth[:2], "X", "truth", "tab:red", 16))
-    (u_low, u_high), (v_low, v_high) = (_window(np.concatenate(points)[:, i], best[i]) for i in (0, 1))
-    u, v = np.meshgrid(np.linspace(u_low, u_high, resolution), np.linspace(v_low, v_high, resolution))
-    if d == 1:  # MSE(w, b) = var_y - 2 w cov_xy + w² var_x + (mean_y - w mean_x - b)²
-        mse = var_y - 2 * u * cov_xy[0] + u**2 * cov_xx[0, 0] + (mean_y - u * mean_x[0] - v) ** 2
-        labels = (f"w[{feature_names[0]}]", "b")
-    else:  # the bias at its optimum leaves the centred quadratic form
-        mse = var_y - 2 * (u * cov_xy[0] + v * cov_xy[1]) + u**2 * cov_xx[0, 0] + 2 * u * v * cov_xx[0, 1]
-        mse = mse + v**2 * cov_xx[1, 1]
-        labels = (f"w[{feature_names[0]}]", f"w[{feature_names[1]}]")
-    # Log-spaced contours: the valley floor and the far walls both get lines.
-    floor = min(float(np.min(mse)), float(var_y - cov_xy @ np.linalg.lstsq(cov_xx, cov_xy, rcond=None)[0]))
-    log_excess = np.log10(np.maximum(mse - floor, 0) + max(1e-12, 1e-9 * (float(mse.max()) - floor)))
-    figure = _blank(None, (6.4, 5))
-    axes = figure.subplots()
-    filled = axes.contourf(u, v, log_excess, levels=24, cmap="viridis")
-    axes.contour(u, v, log_excess, levels=filled.levels[::2], colors="white", linewidths=0.4, alpha=0.5)
-    colour_label = "log10(MSE - least-squares MSE)" + (", bias at its optimum" if d == 2 else "")
-    figure.colorbar(filled, ax=axes, label=colour_label)
-    axes.plot(path[:, 0], path[:, 1], "-", color="orange", lw=1.5, label=f"optimizer path ({len(path)} points)")
-    axes.plot(path[:, 0], path[:, 1], ".", color="orange", ms=3)
-    axes.plot(*path[0, :2], "o", color="orange", mec="black", ms=8, label="start")
-    for point, marker, label, color, size in marks:
-        axes.plot(*point, marker, color=color, mec="black", ms=size, label=label)
-    axes.set(xlabel=labels[0], ylabel=labels[1], title=title, xlim=(u_low, u_high), ylim=(v_low, v_high))
-    axes.legend(fontsize=8, loc="best")
-    return figure
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        start: np.ndarray,
+        optimum: tuple[np.ndarray, np.ndarray],
+        true: tuple[np.ndarray, np.ndarray] | None = None,
+        feature_names: Sequence[str] = ("x0", "x1"),
+        title: str = "",
+        resolution: int = 160,
+    ) -> None:
+        d = x.shape[1]
+        if d not in (1, 2) or y.shape[1] != 1:
+            raise ValueError(f"a landscape needs 1 or 2 features and 1 target; got x {x.shape}, y {y.shape}")
+        mean_x, mean_y = x.mean(axis=0), y[:, 0].mean()
+        centred_x, centred_y = x - mean_x, y[:, 0] - mean_y
+        self.moments = (mean_x, mean_y, centred_x.T @ centred_x / len(x), centred_x.T @ centred_y / len(x))
+        self.var_y = centred_y @ centred_y / len(x)
+        self.best = np.concatenate([optimum[0][0], optimum[1]])
+        self.truth = None if true is None else np.concatenate([true[0][0], true[1]])
+        self.title, self.resolution = title, resolution
+        # The plotted coordinates: (w, b) for one feature, (w0, w1) for two.
+        self.labels = (f"w[{feature_names[0]}]", "b" if d == 1 else f"w[{feature_names[1]}]")
+        self.figure = self.axes = None
+        self.held = start[None, :2]  # the corners of the box of every point held
+        self._draw_contours()
+
+    def hold(self, points: np.ndarray) -> None:
+        """Widen the window to hold ``points`` (k, d + 1) too, if they lie outside it."""
+        (u_low, u_high), (v_low, v_high) = self.window
+        u, v = points[:, 0], points[:, 1]
+        if len(points) and not ((u_low <= u) & (u <= u_high) & (v_low <= v) & (v <= v_high)).all():
+            every = np.concatenate([self.held, points[:, :2]])
+            self.held = np.stack([every.min(axis=0), every.max(axis=0)])
+            self._draw_contours()
+
+    def image(self, path: np.ndarray) -> Image.Image:
+        """The landscape with ``path`` (k, d + 1), the weights and the bias at each recorded step,
+        as an RGB image."""
+        self.hold(path)
+        self.figure.canvas.restore_region(self.contours)
+        axes = self.axes
+        drawn = [
+            *axes.plot(
+                path[:, 0], path[:, 1], "-", color="orange", lw=1.5, label=f"optimizer path ({len(path)} points)"
+            ),
+            *axes.plot(path[:, 0], path[:, 1], ".", color="orange", ms=3),
+            *axes.plot(*path[0, :2], "o", color="orange", mec="black", ms=8, label="start"),
+        ]
+        if self.truth is not None:  # drawn first: the least-squares star often sits on the truth
+            drawn += axes.plot(*self.truth[:2], "X", color="tab:red", mec="black", ms=16, label="truth")
+        drawn += axes.plot(*self.best[:2], "*", color="white", mec="black", ms=12, label="least squares")
+        drawn.append(axes.legend(fontsize=8, loc="best"))
+        for artist in drawn:
+            self.figure.draw_artist(artist)
+        image = drawn_image(self.figure)
+        for artist in drawn:  # the next path starts from the contours alone
+            artist.remove()
+        return image
+
+    def close(self) -> None:
+        plt.close(self.figure)
+
+    def _draw_contours(self) -> None:
+        """The contours, the colour bar and the axes for a window that holds the points held, the
+        optimum and the truth; kept as the background of every ``image``."""
+        if self.figure is not None:
+            self.close()
+        mean_x, mean_y, cov_xx, cov_xy = self.moments
+        held = [self.held, self.best[None, :2]] + ([] if self.truth is None else [self.truth[None, :2]])
+        self.window = [_window(np.concatenate(held)[:, i], self.best[i]) for i in (0, 1)]
+        (u_low, u_high), (v_low, v_high) = self.window
+        grid = np.linspace(u_low, u_high, self.resolution), np.linspace(v_low, v_high, self.resolution)
+        u, v = np.meshgrid(*grid)
+        if len(mean_x) == 1:  # MSE(w, b) = var_y - 2 w cov_xy + w² var_x + (mean_y - w mean_x - b)²
+            mse = self.var_y - 2 * u * cov_xy[0] + u**2 * cov_xx[0, 0] + (mean_y - u * mean_x[0] - v) ** 2
+        else:  # the bias at its optimum leaves the centred quadratic form
+            mse = self.var_y - 2 * (u * cov_xy[0] + v * cov_xy[1]) + u**2 * cov_xx[0, 0] + 2 * u * v * cov_xx[0, 1]
+            mse = mse + v**2 * cov_xx[1, 1]
+        # Log-spaced contours: the valley floor and the far walls both get lines.
+        least = self.var_y - cov_xy @ np.linalg.lstsq(cov_xx, cov_xy, rcond=None)[0]
+        floor = min(float(np.min(mse)), float(least))
+        log_excess = np.log10(np.maximum(mse - floor, 0) + max(1e-12, 1e-9 * (float(mse.max()) - floor)))
+        self.figure = _blank(None, (6.4, 5))
+        self.axes = axes = self.figure.subplots()
+        filled = axes.contourf(u, v, log_excess, levels=24, cmap="viridis")
+        axes.contour(u, v, log_excess, levels=filled.levels[::2], colors="white", linewidths=0.4, alpha=0.5)
+        colour_label = "log10(MSE - least-squares MSE)" + (", bias at its optimum" if len(mean_x) == 2 else "")
+        self.figure.colorbar(filled, ax=axes, label=colour_label)
+        axes.set(
+            xlabel=self.labels[0], ylabel=self.labels[1], title=self.title, xlim=self.window[0], ylim=self.window[1]
+        )
+        self.figure.canvas.draw()
+        self.contours = self.figure.canvas.copy_from_bbox(self.figure.bbox)
 
 
-def palette_images(frames: Sequence[Image.Image]) -> list[Image.Image]:
-    """The RGB images of one animation as images of one shared 255-colour palette: what a GIF
-    holds, and a PNG a third the size of the RGB one, encoded in a fifth of the time. One palette
-    for all: no colour flicker between frames.
+def in_palette(frame: Image.Image, palette: Image.Image | None = None) -> Image.Image:
+    """An RGB frame of an animation as an image of the animation's 255-colour palette, which
+    ``palette`` (an earlier frame's result) holds; the first frame makes it. A GIF holds such
+    images; as a PNG one is a third the size of the RGB one, encoded in a fifth of the time. One
+    palette for all: no colour flicker between frames.
 
-    The palette comes from every fourth pixel of the first and the last frame: the frames of an
-    animation share their background and move the same artists, so two hold their colours (as well
-    as all of them, measured, in an eighth of the time).
+    The palette comes from every fourth pixel of the first frame: an animation's frames share their
+    background and move the same artists, so the first holds their colours (measured: as well as
+    all frames together, in a tenth of the time, and before the other frames exist).
 
     Examples
     --------
     >>> frames = [Image.new("RGB", (6, 4)) for _ in range(3)]
     >>> for index, frame in enumerate(frames):
     ...     frame.paste((255, 127, 14), (2 * index, 0, 2 * index + 2, 2))  # an orange square moving right
-    >>> images = palette_images(frames)
+    >>> first = in_palette(frames[0])
+    >>> images = [first] + [in_palette(frame, first) for frame in frames[1:]]
     >>> [image.mode for image in images], [image.convert("RGB") == frame for image, frame in zip(images, frames)]
     (['P', 'P', 'P'], [True, True, True])
     """
-    sample = np.concatenate([np.asarray(frames[0])[::2, ::2], np.asarray(frames[-1])[::2, ::2]])
-    # 255 colours: the GIF writer makes the free 256th transparent in its frames' deltas, rather
-    # than search each frame's histogram for an unused one (a third of its time).
-    palette = Image.fromarray(sample).quantize(255, method=Image.Quantize.MEDIANCUT)
-    return [frame.quantize(palette=palette, dither=Image.Dither.NONE) for frame in frames]
+    if palette is None:
+        # 255 colours: the GIF writer makes the free 256th transparent in its frames' deltas, rather
+        # than search each frame's histogram for an unused one (a third of its time).
+        palette = Image.fromarray(np.asarray(frame)[::2, ::2]).quantize(255, method=Image.Quantize.MEDIANCUT)
+    return frame.quantize(palette=palette, dither=Image.Dither.NONE)
 
 
-def write_gif(path: str | Path, images: Sequence[Image.Image], fps: float = 4.0, hold_last_s: float = 1.5) -> None:
-    """Write ``palette_images`` as a looping animated GIF, the last frame held ``hold_last_s``
-    seconds before the loop restarts, atomically (complete or absent).
+def encode_gif(images: Sequence[Image.Image], fps: float = 4.0, hold_last_s: float = 1.5) -> bytes:
+    """``in_palette`` images as a looping animated GIF, the last frame held ``hold_last_s`` seconds
+    before the loop restarts.
 
     Examples
     --------
-    >>> import tempfile
+    >>> import io
     >>> frames = [Image.new("RGB", (6, 4)) for _ in range(3)]
     >>> for index, frame in enumerate(frames):
     ...     frame.paste((255, 255, 255), (2 * index, 0, 2 * index + 2, 2))  # a white square moving right
-    >>> target = Path(tempfile.mkdtemp()) / "square.gif"
-    >>> write_gif(target, palette_images(frames), fps=4)
-    >>> gif = Image.open(target)
+    >>> images = [in_palette(frame, in_palette(frames[0])) for frame in frames]
+    >>> gif = Image.open(io.BytesIO(encode_gif(images, fps=4)))
     >>> gif.n_frames, gif.size, gif.info["loop"]
     (3, (6, 4), 0)
     """
     durations = [round(1000 / fps)] * (len(images) - 1) + [round(1000 * hold_last_s)]
-    with atomic_open(path) as file:
-        images[0].save(file, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+    encoded = io.BytesIO()
+    images[0].save(encoded, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return encoded.getvalue()
 
 
 def _residual_limits(splits: dict[str, tuple[np.ndarray, np.ndarray]], t: int) -> tuple[float, float]:
