@@ -45,6 +45,23 @@ def live_members(group: int) -> list[int]:
     return members
 
 
+def rank_1(group: int) -> int:
+    """Rank 1 among the group's processes: the one Lightning started with LOCAL_RANK=1. The others
+    are the launcher (rank 0) and the process beside it that draws the fit snapshots."""
+    (pid,) = [pid for pid in live_members(group) if b"LOCAL_RANK=1\0" in Path(f"/proc/{pid}/environ").read_bytes()]
+    return pid
+
+
+def drawing(group: int) -> list[int]:
+    """The group's processes forked by the launcher (the figure drawing, linreg_pl.runtime.offload)."""
+    children = []
+    for pid in live_members(group):
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        if parent == group and b"LOCAL_RANK=" not in Path(f"/proc/{pid}/environ").read_bytes():
+            children.append(pid)
+    return children
+
+
 def wait_until_all_ended(process: subprocess.Popen, deadline_s: float) -> float:
     """Poll (bounded) until the launcher and every process of its group have ended; the seconds taken."""
     start = time.monotonic()
@@ -83,7 +100,9 @@ def ddp_run(tmp_path):
 def test_a_signal_stops_every_rank_with_a_loadable_last_checkpoint(ddp_run, target, signum):
     process, last, log = ddp_run
     before = wait_for_epochs(last, process, epochs=2)
-    assert len(live_members(process.pid)) == 2  # the launcher (rank 0) and rank 1
+    # The launcher (rank 0), rank 1, and the process that draws rank 0's figures.
+    assert sorted(live_members(process.pid)) == sorted({process.pid, rank_1(process.pid), *drawing(process.pid)})
+    assert len(drawing(process.pid)) == 1
     if target == "launcher":
         process.send_signal(signum)
     else:  # Ctrl-C in a terminal: every process of the foreground group
@@ -99,12 +118,12 @@ def test_a_signal_stops_every_rank_with_a_loadable_last_checkpoint(ddp_run, targ
 def test_a_killed_rank_ends_rank_0_with_its_name(ddp_run):
     process, last, log = ddp_run
     wait_for_epochs(last, process, epochs=2)
-    (rank_1,) = [pid for pid in live_members(process.pid) if pid != process.pid]
-    os.kill(rank_1, signal.SIGKILL)
+    rank = rank_1(process.pid)
+    os.kill(rank, signal.SIGKILL)
     wait_until_all_ended(process, STOP_DEADLINE_S)
     output = log.read_text()
     assert process.returncode == 1, output[-3000:]  # once -6 (SIGABRT) under load: keep what rank 0 said
-    assert f"error: rank 1 (pid {rank_1}) ended with signal SIGKILL; rank 0 stops too" in output
+    assert f"error: rank 1 (pid {rank}) ended with signal SIGKILL; rank 0 stops too" in output
     assert "Traceback" not in output and "[rank0]" not in output  # the one line, not gloo's traceback
 
 

@@ -101,3 +101,33 @@ def test_without_fork_the_calls_run_here(monkeypatch):
     assert worker.ask("report") == (os.getpid(), [3])
     with pytest.raises(ValueError, match="drawing went wrong"):  # the error itself, where it happened
         worker.ask("fail")
+
+
+ORPHAN = """
+import os, signal
+from linreg_pl.runtime.offload import offload
+worker = offload(list)
+worker.ask("copy")  # serving
+print(worker.process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_child_ends_when_its_parent_is_killed():
+    import subprocess
+    import time
+
+    ran = subprocess.run([sys.executable, "-c", ORPHAN], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == -signal.SIGKILL, ran.stderr
+    child = int(ran.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{child}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":  # ended, not yet reaped by init
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError(f"the child {child} outlived its killed parent by 30 s")
