@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from linreg_pl.callbacks import skip_hooks_not_overridden
 from linreg_pl.callbacks.report import RunReport
 from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
@@ -113,7 +114,7 @@ class LinearRegressionCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         try:
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
         except (MisconfigurationException, ValueError, ModuleNotFoundError) as error:
             # Lightning checks the Trainer's arguments only here; its messages name the argument.
             accelerator = self.config.trainer.accelerator
@@ -125,6 +126,8 @@ class LinearRegressionCLI(LightningCLI):
                 else ""
             )
             raise InputError(f"invalid --trainer options: {str(error).rstrip('.!')}{fix}.") from None
+        skip_hooks_not_overridden(trainer.callbacks)
+        return trainer
 
 
 class TrainCLI(LinearRegressionCLI):
