@@ -78,8 +78,10 @@ class FitFigures(Callback):
 
     Training records the parameters at the snapshot steps; a process beside it (on Linux;
     ``linreg_pl.runtime.offload``) draws each snapshot as it comes, the data and axes once for
-    all, and the GIF, the images and the landscape when training ends (or is interrupted), which
-    this process then writes. Should that process fail, this one draws them itself.
+    all, and the landscape's contours while the path moves. When training ends it adds the GIF
+    and the landscape, which this process then writes with the images; an interrupted run gets
+    the images of the snapshots reached. Should that process fail, this one draws them itself:
+    the same figures.
 
     Parameters
     ----------
@@ -114,6 +116,7 @@ class FitFigures(Callback):
             and max(datamodule.split_sizes.values()) <= MAX_MATERIALIZED_ROWS
             and not not_linear(trainer, pl_module, "fit snapshots and loss landscape")
         )
+        self._close()  # a fit before this one that ended in an exception
         if not self.active:
             return
         self.total_steps = total_optimizer_steps(trainer)
@@ -144,8 +147,7 @@ class FitFigures(Callback):
             return
         if self.snapshots[-1][0] != trainer.global_step:  # stopped early, or between scheduled steps
             self._take(trainer, pl_module)
-        path = np.array(self.path) if self.path is not None and len(self.path) > 1 else None
-        self._write(trainer, self._drawn(path, self.gif_fps))
+        self._write(trainer, self._drawn(self.gif_fps, landscape=self.path is not None))
 
     def on_test_end(self, trainer, pl_module: LinearRegression) -> None:
         logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
@@ -159,7 +161,8 @@ class FitFigures(Callback):
     def on_exception(self, trainer, pl_module: LinearRegression, exception: BaseException) -> None:
         # An interrupted run keeps the snapshots it reached in TensorBoard (no GIF, no landscape).
         if self.active and self.snapshots:
-            self._write(trainer, self._drawn(None, None))
+            # Soon: a stop on a signal has 10 s before the process is ended (runtime.signals).
+            self._write(trainer, self._drawn(None, landscape=False, timeout_s=3.0))
         self._close()
 
     def teardown(self, trainer, pl_module: LinearRegression, stage: str) -> None:
@@ -174,22 +177,26 @@ class FitFigures(Callback):
         if self.path is not None:
             self.path.append(np.concatenate([weight[0], bias]))
         self.snapshots.append((step, weight, bias, self._title(step)))
-        recent = None
-        if self.path is not None:  # the points since the last snapshot: the landscape widens as they come
-            recent, self._path_sent = np.array(self.path[self._path_sent :]), len(self.path)
-        self.drawer.send("add", *self.snapshots[-1], recent)
+        self.drawer.send("add", *self.snapshots[-1], self._recent_path())
         while self.next_index < len(self.steps) and self.steps[self.next_index] <= step:
             self.next_index += 1
 
-    def _drawn(self, path: np.ndarray | None, gif_fps: float | None) -> Drawn:
+    def _recent_path(self) -> np.ndarray | None:
+        """The path's points recorded since the last call (the drawing keeps the path)."""
+        if self.path is None:
+            return None
+        recent, self._path_sent = np.array(self.path[self._path_sent :]), len(self.path)
+        return recent
+
+    def _drawn(self, gif_fps: float | None, landscape: bool, timeout_s: float | None = None) -> Drawn:
         """The figures of the snapshots taken, from the process beside training; drawn here if it failed."""
         try:
-            return self.drawer.ask("finish", path, gif_fps)
+            return self.drawer.ask("finish", self._recent_path(), gif_fps, landscape, timeout_s=timeout_s)
         except OffloadFailed:
             drawing = self.drawing
             for snapshot in self.snapshots:
                 drawing.add(*snapshot)
-            return drawing.finish(path, gif_fps)
+            return drawing.finish(None if self.path is None else np.array(self.path), gif_fps, landscape)
         finally:
             self._close()
 
@@ -227,9 +234,17 @@ class Drawn(NamedTuple):
 class SnapshotDrawing:
     """The figures of one run's snapshots: each frame drawn and encoded (one palette for all) as
     ``add`` brings it, on one figure whose data and axes are drawn once; ``finish`` adds the GIF
-    and the landscape. Holds NumPy arrays only: ``FitFigures`` runs it in a forked process.
+    and the landscape. Built from NumPy arrays, it needs nothing of training: ``FitFigures`` runs
+    it in a forked process.
 
-    ``initial`` is the (weight, bias) at step 0, which fixes the target axis of every frame.
+    Parameters
+    ----------
+    datamodule : RegressionDataModule
+        The run's data: the rows drawn, the names, the truth, the least-squares optimum.
+    initial : tuple of (weight (t, d), bias (t,))
+        The parameters at step 0, which fix the target axis of every frame.
+    landscape : bool
+        Whether to draw the loss landscape (one target, one or two features).
     """
 
     def __init__(
@@ -248,13 +263,14 @@ class SnapshotDrawing:
             start = np.concatenate([initial[0][0], initial[1]])
             self.landscape_data = (x, y, start, datamodule.train_statistics().solve())
         self.landscape: Landscape | None = None
+        self.path: list[np.ndarray] = []  # pieces of the optimizer's path, (k, d + 1) each
         self.animation: Animation | None = None
         self.frames: list[Image.Image] = []  # in the palette of the first
         self.snapshots: list[tuple[int, bytes, tuple[int, int]]] = []
 
     def add(self, step: int, weight: np.ndarray, bias: np.ndarray, title: str, path: np.ndarray | None = None) -> None:
-        """Draw the snapshot of ``step`` and encode it as a PNG; the landscape's window holds the
-        points of the ``path`` (k, d + 1) recorded since the last snapshot."""
+        """Draw the snapshot of ``step`` and encode it as a PNG; ``path`` (k, d + 1) holds the
+        optimizer's points (w, b) recorded since the last call, which the landscape widens to."""
         if self.animation is None:
             self.animation = self._animation(weight, bias, title)
         image = in_palette(self.animation.frame(weight, bias, title), self.frames[0] if self.frames else None)
@@ -264,21 +280,28 @@ class SnapshotDrawing:
             x, y, start, optimum = self.landscape_data
             title = f"MSE of {self.target_names[0]} on the training rows, and the optimizer's path"
             self.landscape = Landscape(x, y, start, optimum, self.true, self.feature_names, title)
-        if self.landscape is not None and path is not None:
-            self.landscape.hold(path)
+        self._extend_path(path)
 
-    def finish(self, path: np.ndarray | None, gif_fps: float | None) -> Drawn:
-        """The snapshots as PNGs, with the GIF at ``gif_fps`` (None: none) and the landscape with
-        the recorded ``path`` (k, d + 1) of (w, b) (None: none)."""
+    def finish(self, path: np.ndarray | None, gif_fps: float | None, landscape: bool) -> Drawn:
+        """The snapshots as PNGs, with the GIF at ``gif_fps`` (None: none) and, if ``landscape``,
+        the landscape with the whole path (``path``: its points since the last ``add``)."""
         self.animation.close()
+        self._extend_path(path)
         gif = encode_gif(self.frames, fps=gif_fps) if gif_fps is not None else None
-        landscape = None
+        drawn_landscape = None
         if self.landscape is not None:
-            if path is not None:
+            path = np.concatenate(self.path) if self.path else np.zeros((0, 0))
+            if landscape and len(path) > 1:
                 image = self.landscape.image(path)
-                landscape = png_bytes(image), image.size
+                drawn_landscape = png_bytes(image), image.size
             self.landscape.close()
-        return Drawn(self.snapshots, gif, landscape)
+        return Drawn(self.snapshots, gif, drawn_landscape)
+
+    def _extend_path(self, points: np.ndarray | None) -> None:
+        if points is not None and len(points):
+            self.path.append(points)
+            if self.landscape is not None:
+                self.landscape.hold(points)
 
     def _animation(self, weight: np.ndarray, bias: np.ndarray, title: str) -> Animation:
         if self.one_line:
@@ -309,17 +332,15 @@ def draw_fit(
     weight: np.ndarray,
     bias: np.ndarray,
     title: str = "",
-    figure: Figure | None = None,
-    y_limits: tuple[float, float] | None = None,
 ) -> Figure:
     """The fitted line for one feature and one target, else predicted vs. actual per target."""
     table = datamodule.table
     if datamodule.n_features == 1 and datamodule.n_targets == 1:
         true = (table.true_weight, table.true_bias) if table.true_weight is not None else None
         names = table.feature_names[0], table.target_names[0]
-        return fit_figure(splits, weight, bias, *names, true, title, figure, y_limits)
+        return fit_figure(splits, weight, bias, *names, true, title)
     predictions = {label: (y, x @ weight.T + bias) for label, (x, y) in splits.items()}
-    return prediction_figure(predictions, table.target_names, title, figure)
+    return prediction_figure(predictions, table.target_names, title)
 
 
 def figure_png(figure: Figure) -> tuple[bytes, tuple[int, int]]:

@@ -30,8 +30,10 @@ def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
 def checksum_events_in_c() -> None:
     """Make TensorBoard's event writer checksum its records with google-crc32c's C code: its own
     CRC-32C is pure Python, ~0.3 ms a kilobyte, a tenth of a lesson's training time (the PNG
-    images, mostly). The masked CRC is TFRecord's, so every reader checks the files as before."""
-    record_writer.masked_crc32c = _masked_crc32c
+    images, mostly). The masked CRC is TFRecord's, so every reader checks the files as before.
+    Where google-crc32c has no compiled build for the platform, TensorBoard's own stays."""
+    if google_crc32c.implementation == "c":
+        record_writer.masked_crc32c = _masked_crc32c
 
 
 def _masked_crc32c(data: bytes) -> int:

@@ -32,14 +32,13 @@ def fit_figure(
     target_name: str = "y",
     true: tuple[np.ndarray, np.ndarray] | None = None,
     title: str = "",
-    figure: Figure | None = None,
     y_limits: tuple[float, float] | None = None,
 ) -> Figure:
     """One feature and one target: each split's points and the fitted (and true) line.
 
     ``splits`` maps a legend label to (x, y); the first (the training rows) is drawn in filled
-    markers, the others hollow. ``figure`` is cleared and drawn again when given (the frames of
-    an animation); ``y_limits`` fixes the target axis (the same for every frame).
+    markers, the others hollow. ``y_limits`` fixes the target axis (the same for every frame of
+    an animation).
 
     Examples
     --------
@@ -49,7 +48,7 @@ def fit_figure(
     ['train (3)', 'fit: y = 2x + 1']
     >>> plt.close(figure)
     """
-    figure = _blank(figure, (6, 4.5))
+    figure = _blank((6, 4.5))
     axes = figure.subplots()
     for index, (name, (x, y)) in enumerate(splits.items()):
         style = {"color": "tab:blue"} if index == 0 else {"facecolors": "none", "edgecolors": f"C{index}"}
@@ -153,7 +152,7 @@ def fit_animation(
     >>> len(frames), frames[0].mode, frames[0].size, frames[0] != frames[2]
     (3, 'RGB', (600, 450), True)
     """
-    figure = fit_figure(splits, weight, bias, feature_name, target_name, true, title, y_limits=y_limits)
+    figure = fit_figure(splits, weight, bias, feature_name, target_name, true, title, y_limits)
     axes = figure.axes[0]
     line = axes.lines[0]
     # Only the fit's entry of the legend moves (a whole legend costs ~30 ms to draw).
@@ -239,7 +238,6 @@ def prediction_figure(
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
     target_names: Sequence[str],
     title: str = "",
-    figure: Figure | None = None,
 ) -> Figure:
     """Predicted vs. actual with the identity line, and residuals vs. predicted, per target.
 
@@ -255,7 +253,7 @@ def prediction_figure(
     >>> plt.close(figure)
     """
     n_targets = len(target_names)
-    figure = _blank(figure, (9, 3.6 * n_targets))
+    figure = _blank((9, 3.6 * n_targets))
     axes = figure.subplots(n_targets, 2, squeeze=False)
     for t, name in enumerate(target_names):
         left, right = axes[t]
@@ -297,10 +295,12 @@ class Landscape:
     """Contours of the mean squared error of one target, with an optimizer's path on them.
 
     One feature: the MSE over (w, b). Two features: over (w0, w1), with the bias at its optimum
-    for each pair of weights. The contours are drawn when the landscape is made, for a window that
-    holds the ``start`` (where the path begins), the optimum and the truth, and again whenever
-    ``hold(points)`` brings points outside it (the path so far, while training runs); ``image(path)``
-    then draws only the path, its marks and the legend over a copy of them.
+    for each pair of weights. The window holds the ``start`` (where the path begins), the optimum
+    and the truth, or, if the path leaves that window, the box of the whole path with them: it
+    depends on the whole path alone. The contours are drawn when the landscape is made, and again
+    whenever ``hold(points)`` brings points (the path so far, while training runs) outside the
+    window they were drawn for; ``image(path)`` draws them once more only if the whole path's window
+    differs, then only the path, its marks and the legend over a copy of them.
 
     Parameters
     ----------
@@ -348,22 +348,24 @@ class Landscape:
         # The plotted coordinates: (w, b) for one feature, (w0, w1) for two.
         self.labels = (f"w[{feature_names[0]}]", "b" if d == 1 else f"w[{feature_names[1]}]")
         self.figure = self.axes = None
-        self.held = start[None, :2]  # the corners of the box of every point held
-        self._draw_contours()
+        self.start_window = self._window(start[None, :2])
+        self.box = start[None, :2]  # the corners of the box of the points held so far
+        self._draw_contours(self.start_window)
 
     def hold(self, points: np.ndarray) -> None:
-        """Widen the window to hold ``points`` (k, d + 1) too, if they lie outside it."""
-        (u_low, u_high), (v_low, v_high) = self.window
-        u, v = points[:, 0], points[:, 1]
-        if len(points) and not ((u_low <= u) & (u <= u_high) & (v_low <= v) & (v <= v_high)).all():
-            every = np.concatenate([self.held, points[:, :2]])
-            self.held = np.stack([every.min(axis=0), every.max(axis=0)])
-            self._draw_contours()
+        """Draw the contours for a window that holds ``points`` (k, d + 1) too, if they lie outside
+        the current one: the path so far, so that ``image`` finds them ready."""
+        every = np.concatenate([self.box, points[:, :2]])
+        self.box = np.stack([every.min(axis=0), every.max(axis=0)])
+        if not _inside(points, self.window):
+            self._draw_contours(self._window(self.box))
 
     def image(self, path: np.ndarray) -> Image.Image:
         """The landscape with ``path`` (k, d + 1), the weights and the bias at each recorded step,
         as an RGB image."""
-        self.hold(path)
+        window = self.start_window if _inside(path, self.start_window) else self._window(path[:, :2])
+        if window != self.window:
+            self._draw_contours(window)
         self.figure.canvas.restore_region(self.contours)
         axes = self.axes
         drawn = [
@@ -387,15 +389,20 @@ class Landscape:
     def close(self) -> None:
         plt.close(self.figure)
 
-    def _draw_contours(self) -> None:
-        """The contours, the colour bar and the axes for a window that holds the points held, the
-        optimum and the truth; kept as the background of every ``image``."""
+    def _window(self, points: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Limits that hold ``points`` (k, 2), the optimum and the truth."""
+        held = [points, self.best[None, :2]] + ([] if self.truth is None else [self.truth[None, :2]])
+        u_limits, v_limits = (_window(np.concatenate(held)[:, i], self.best[i]) for i in (0, 1))
+        return u_limits, v_limits
+
+    def _draw_contours(self, window: tuple[tuple[float, float], tuple[float, float]]) -> None:
+        """The contours, the colour bar and the axes of ``window``; kept as the background of
+        every ``image``."""
         if self.figure is not None:
             self.close()
         mean_x, mean_y, cov_xx, cov_xy = self.moments
-        held = [self.held, self.best[None, :2]] + ([] if self.truth is None else [self.truth[None, :2]])
-        self.window = [_window(np.concatenate(held)[:, i], self.best[i]) for i in (0, 1)]
-        (u_low, u_high), (v_low, v_high) = self.window
+        self.window = window
+        (u_low, u_high), (v_low, v_high) = window
         grid = np.linspace(u_low, u_high, self.resolution), np.linspace(v_low, v_high, self.resolution)
         u, v = np.meshgrid(*grid)
         if len(mean_x) == 1:  # MSE(w, b) = var_y - 2 w cov_xy + w² var_x + (mean_y - w mean_x - b)²
@@ -407,7 +414,7 @@ class Landscape:
         least = self.var_y - cov_xy @ np.linalg.lstsq(cov_xx, cov_xy, rcond=None)[0]
         floor = min(float(np.min(mse)), float(least))
         log_excess = np.log10(np.maximum(mse - floor, 0) + max(1e-12, 1e-9 * (float(mse.max()) - floor)))
-        self.figure = _blank(None, (6.4, 5))
+        self.figure = _blank((6.4, 5))
         self.axes = axes = self.figure.subplots()
         filled = axes.contourf(u, v, log_excess, levels=24, cmap="viridis")
         axes.contour(u, v, log_excess, levels=filled.levels[::2], colors="white", linewidths=0.4, alpha=0.5)
@@ -487,14 +494,10 @@ def _residual_limits(splits: dict[str, tuple[np.ndarray, np.ndarray]], t: int) -
     return -reach, reach
 
 
-def _blank(figure: Figure | None, size: tuple[float, float]) -> Figure:
-    # Fixed margins, not a layout engine: a snapshot is drawn ~20 times a run, and constrained
-    # layout measured every label each time (half of a short lesson's training time).
-    if figure is None:
-        figure = plt.figure(figsize=size)
-        figure.subplots_adjust(left=0.12, right=0.97, bottom=0.11, top=0.91, wspace=0.3, hspace=0.45)
-        return figure
-    figure.clear()
+def _blank(size: tuple[float, float]) -> Figure:
+    # Fixed margins, not a layout engine: constrained layout measures every label at each draw.
+    figure = plt.figure(figsize=size)
+    figure.subplots_adjust(left=0.12, right=0.97, bottom=0.11, top=0.91, wspace=0.3, hspace=0.45)
     return figure
 
 
@@ -502,6 +505,13 @@ def _padded_range(arrays: Sequence[np.ndarray], pad: float = 0.08) -> tuple[floa
     low, high = min(float(a.min()) for a in arrays), max(float(a.max()) for a in arrays)
     margin = pad * (high - low) or max(abs(low), 1.0) * pad  # a constant column still gets a window
     return low - margin, high + margin
+
+
+def _inside(points: np.ndarray, window: tuple[tuple[float, float], tuple[float, float]]) -> bool:
+    """Whether every point (k, >= 2) lies within ``window`` ((u_low, u_high), (v_low, v_high))."""
+    (u_low, u_high), (v_low, v_high) = window
+    u, v = points[:, 0], points[:, 1]
+    return bool(((u_low <= u) & (u <= u_high) & (v_low <= v) & (v <= v_high)).all())
 
 
 def _window(values: np.ndarray, centre: float, pad: float = 0.15) -> tuple[float, float]:

@@ -42,7 +42,8 @@ def test_a_run_calls_every_hook_that_is_overridden(in_tmp, monkeypatch):
     train(args, callbacks=[counter, lambda_callback])
     assert epochs == [0, 1, 2]
     assert counter.batches == 3 * 80  # d2l: 800 training rows in batches of 10
-    # The CLI applies it to every callback of the Trainer it builds (none overrides this hook).
+    # The CLI applies it to every callback of the Trainer it builds.
     trainer = TrainCLI(["--trainer.max_epochs=1", *QUIET]).trainer
-    assert len(trainer.callbacks) >= 10
-    assert all(callback.on_before_zero_grad is None for callback in trainer.callbacks)
+    kinds = {type(callback): callback for callback in trainer.callbacks}
+    assert kinds[ModelCheckpoint].on_before_backward is None and callable(kinds[ModelCheckpoint].on_train_batch_end)
+    assert kinds[FitFigures].on_train_batch_start is None and callable(kinds[FitFigures].on_before_optimizer_step)

@@ -10,15 +10,19 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from linreg_pl.callbacks import figures
 from linreg_pl.callbacks.figures import SnapshotDrawing
+from linreg_pl.runtime.offload import InProcess
 from tests.helpers import CONFIGS
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the drawing is forked on Linux only")
-# 40 epochs of the line lesson: 21 snapshots, and a path that leaves the landscape's first window.
+# 40 epochs of the line lesson: 21 snapshots, and a path that leaves the landscape's first window;
+# four_points: a path whose window grows piece by piece while training runs.
 LINE = ["--config", str(CONFIGS / "line.yaml"), "--trainer.max_epochs=40"]
+FOUR_POINTS = ["--config", str(CONFIGS / "four_points.yaml"), "--trainer.max_epochs=300"]
 
 
-def figures(run_dir: Path) -> dict:
+def shown(run_dir: Path) -> dict:
     """The files and the TensorBoard images (tag -> [(step, PNG)]) a user sees."""
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
@@ -27,10 +31,10 @@ def figures(run_dir: Path) -> dict:
     return {"images": images, "files": files}
 
 
-def run_figures(train_run, name: str) -> dict:
-    summary = train_run(*LINE, f"--trainer.logger.name={name}")
+def run_figures(train_run, name: str, lesson: list[str] = LINE) -> dict:
+    summary = train_run(*lesson, f"--trainer.logger.name={name}")
     assert multiprocessing.active_children() == []  # the drawing process ended with the fit
-    return figures(Path(summary["run_dir"]))
+    return shown(Path(summary["run_dir"]))
 
 
 @pytest.fixture
@@ -51,22 +55,26 @@ def drawn_here(monkeypatch) -> list[str]:
 def test_figures_drawn_beside_training_are_those_drawn_in_it(train_run, monkeypatch, drawn_here):
     beside = run_figures(train_run, "beside")
     assert drawn_here == []
-    monkeypatch.setattr(sys, "platform", "darwin")  # offload then runs the drawing in this process
+    monkeypatch.setattr(figures, "offload", lambda make: InProcess(make()))  # as off Linux
     here = run_figures(train_run, "here")
     assert drawn_here == ["add"] * 21 + ["finish"]
     assert len(beside["images"]["fit"]) == 21 and len(beside["images"]["landscape"]) == 1
     assert beside == here
 
 
-def test_a_drawing_process_that_dies_leaves_the_figures_to_the_trainer(train_run, monkeypatch, drawn_here):
-    expected = run_figures(train_run, "expected")
+@pytest.mark.parametrize("lesson, step", [(LINE, 5), (FOUR_POINTS, 1)], ids=["line", "four_points"])
+def test_a_drawing_process_that_dies_leaves_the_figures_to_the_trainer(
+    train_run, monkeypatch, drawn_here, lesson, step
+):
+    expected = run_figures(train_run, "expected", lesson)
     parent, add = os.getpid(), SnapshotDrawing.add
+    drawn_here.clear()
 
-    def dies_at_step_5(self, step, *args):
-        if step == 5 and os.getpid() != parent:
+    def dies_at_the_step(self, at, *args):
+        if at == step and os.getpid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)
-        add(self, step, *args)
+        add(self, at, *args)
 
-    monkeypatch.setattr(SnapshotDrawing, "add", dies_at_step_5)
-    assert run_figures(train_run, "died") == expected
+    monkeypatch.setattr(SnapshotDrawing, "add", dies_at_the_step)
+    assert run_figures(train_run, "died", lesson) == expected
     assert drawn_here == ["add"] * 21 + ["finish"]  # all of it again, here
