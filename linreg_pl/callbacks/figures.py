@@ -286,7 +286,8 @@ class SnapshotDrawing:
         """The snapshots as PNGs, with the GIF at ``gif_fps`` (None: none) and, if ``landscape``,
         the landscape with the whole path (``path``: its points since the last ``add``)."""
         self.animation.close()
-        self._extend_path(path)
+        if path is not None and len(path):
+            self.path.append(path)  # not held: the landscape's image sizes its window itself
         gif = encode_gif(self.frames, fps=gif_fps) if gif_fps is not None else None
         drawn_landscape = None
         if self.landscape is not None:

@@ -358,12 +358,12 @@ class Landscape:
         every = np.concatenate([self.box, points[:, :2]])
         self.box = np.stack([every.min(axis=0), every.max(axis=0)])
         if not _inside(points, self.window):
-            self._draw_contours(self._window(self.box))
+            self._draw_contours(self._window_of(self.box))
 
     def image(self, path: np.ndarray) -> Image.Image:
         """The landscape with ``path`` (k, d + 1), the weights and the bias at each recorded step,
         as an RGB image."""
-        window = self.start_window if _inside(path, self.start_window) else self._window(path[:, :2])
+        window = self._window_of(path[:, :2])
         if window != self.window:
             self._draw_contours(window)
         self.figure.canvas.restore_region(self.contours)
@@ -388,6 +388,10 @@ class Landscape:
 
     def close(self) -> None:
         plt.close(self.figure)
+
+    def _window_of(self, points: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+        """The window of a path whose points (or the corners of their box) are ``points`` (k, 2)."""
+        return self.start_window if _inside(points, self.start_window) else self._window(points)
 
     def _window(self, points: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
         """Limits that hold ``points`` (k, 2), the optimum and the truth."""

@@ -16,6 +16,7 @@ the parent's: no torch (an OpenMP pool does not survive fork), no logger, no fil
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import os
@@ -79,22 +80,25 @@ class Offloaded:
         self.failure: str | None = None
         self.exitcode: int | None = None  # once ended: its exit status, or minus the signal that ended it
         ours, theirs = socket.socketpair()
-        parent = os.getpid()
+        parent, prctl = os.getpid(), ctypes.CDLL(None, use_errno=True).prctl
         # A signal between the fork and the child's own handlers would run the parent's handler there.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
             with warnings.catch_warnings():
                 # Python 3.12+: the parent has threads (torch's, TensorBoard's writer); the child uses none.
                 warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
                 self.pid = os.fork()
-            if self.pid == 0:
-                _serve(theirs, make, parent)  # never returns
         except BaseException:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             ours.close()
             theirs.close()
             raise
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if self.pid == 0:
+            try:
+                _serve(theirs, make, parent, prctl)
+            finally:
+                os._exit(1)  # _serve leaves with os._exit: this only if it raised
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         theirs.close()
         ours.settimeout(timeout_s)
         self.socket = ours
@@ -104,49 +108,70 @@ class Offloaded:
         self._send((method, args, False))
 
     def ask(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
-        """``method(*args)``'s result, waiting at most ``timeout_s`` (default: the worker's)."""
-        self._send((method, args, True))
+        """``method(*args)``'s result, waiting at most ``timeout_s`` (default: the worker's) to
+        send and again to receive."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        self._send((method, args, True), timeout_s)
         if self.failure is None:
             try:
-                self.socket.settimeout(timeout_s or self.timeout_s)
+                self.socket.settimeout(timeout_s)
                 error, result = _receive(self.socket)
                 if error is None:
                     return result
                 self._fail(error)
             except TimeoutError:
-                self._fail(f"no answer to {method} in {timeout_s or self.timeout_s:g} s")
+                self._fail(f"no answer to {method} in {timeout_s:g} s")
             except (EOFError, OSError):
                 self._fail(f"the drawing process ended before answering {method}")
+            except Exception as error:  # a garbled answer
+                self._fail(f"unreadable answer to {method}: {error!r}")
+            except BaseException:  # Ctrl-C while waiting: the stream is half read, and of no more use
+                self._fail(f"interrupted while waiting for {method}")
+                raise
         raise OffloadFailed(self.failure)
 
     def close(self) -> None:
         """End the child (it reads the end of the socket) and reap it; idempotent."""
         if self.exitcode is not None:
             return
+        self.failure = self.failure or "closed"
         try:
             self.socket.shutdown(socket.SHUT_WR)
             self.socket.settimeout(self.timeout_s)
             while self.socket.recv(65536):  # the rest of any answer, then the end of the child's side
                 pass
         except OSError:  # a timeout (stuck), or the child is gone already
-            os.kill(self.pid, signal.SIGKILL)
+            self._kill()
         self.socket.close()
-        _, status = os.waitpid(self.pid, 0)
-        self.exitcode = os.waitstatus_to_exitcode(status)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            self.exitcode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:  # reaped by someone else (SIGCHLD ignored)
+            self.exitcode = -1
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: tuple, timeout_s: float | None = None) -> None:
         if self.failure is not None:
             return
         try:
-            self.socket.settimeout(self.timeout_s)
+            self.socket.settimeout(self.timeout_s if timeout_s is None else timeout_s)
             _write(self.socket, message)
         except OSError as error:  # a timeout (the child is stuck), or a broken pipe (it died)
-            self._fail(f"cannot reach the drawing process: {error or type(error).__name__}")
+            self._fail(f"cannot reach the drawing process: {str(error) or type(error).__name__}")
+        except BaseException:  # Ctrl-C mid-message: the stream is of no more use
+            self._fail("interrupted while sending")
+            raise
 
     def _fail(self, why: str) -> None:
+        if self.exitcode is not None:
+            return
         self.failure = why
-        os.kill(self.pid, signal.SIGKILL)  # stuck or broken: nothing more to wait for
+        self._kill()  # stuck or broken: nothing more to wait for
         self.close()
+
+    def _kill(self) -> None:
+        if self.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
 
 
 def _write(connection: socket.socket, message: Any) -> None:
@@ -169,10 +194,10 @@ def _read_exactly(connection: socket.socket, size: int) -> bytes:
     return bytes(data)
 
 
-def _serve(connection: socket.socket, make: Callable[[], Any], parent: int) -> None:
+def _serve(connection: socket.socket, make: Callable[[], Any], parent: int, prctl: Callable) -> None:
     """The child: build the object, then run each call the parent sends until the socket ends."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
         if os.getppid() != parent:  # the parent died before the line above
             os._exit(1)
         for signum in set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}:
@@ -180,13 +205,18 @@ def _serve(connection: socket.socket, make: Callable[[], Any], parent: int) -> N
                 signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.set_wakeup_fd(-1)
+        if connection.fileno() <= 2:  # the parent ran with a standard stream closed
+            connection = socket.socket(fileno=os.dup(connection.fileno()))
+        connection.settimeout(None)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
-        keep = connection.fileno()
-        os.closerange(3, keep)
-        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        keep = {0, 1, 2, connection.fileno()}
+        for fd in map(int, os.listdir("/proc/self/fd")):  # closerange could walk to a limit of 2^30
+            if fd not in keep:
+                with contextlib.suppress(OSError):  # the listing's own descriptor, closed already
+                    os.close(fd)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
         # What the parent held at the fork, its pending garbage included, is never finalized here.
         gc.freeze()
         error, target = None, None

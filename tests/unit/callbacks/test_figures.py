@@ -1,7 +1,6 @@
 """FitFigures draws beside training (a forked process on Linux): the same figures as drawing in the
 training process, and still every figure when that process fails."""
 
-import multiprocessing
 import os
 import signal
 import sys
@@ -31,9 +30,23 @@ def shown(run_dir: Path) -> dict:
     return {"images": images, "files": files}
 
 
+def children() -> set[int]:
+    """This process's children, ended (zombies: not reaped) or not."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):  # not a process, or it ended while being read
+            continue
+        if parent == os.getpid():
+            found.add(int(entry.name))
+    return found
+
+
 def run_figures(train_run, name: str, lesson: list[str] = LINE) -> dict:
+    before = children()
     summary = train_run(*lesson, f"--trainer.logger.name={name}")
-    assert multiprocessing.active_children() == []  # the drawing process ended with the fit
+    assert children() <= before  # the drawing process ended with the fit, and was reaped
     return shown(Path(summary["run_dir"]))
 
 
@@ -78,3 +91,25 @@ def test_a_drawing_process_that_dies_leaves_the_figures_to_the_trainer(
     monkeypatch.setattr(SnapshotDrawing, "add", dies_at_the_step)
     assert run_figures(train_run, "died", lesson) == expected
     assert drawn_here == ["add"] * 21 + ["finish"]  # all of it again, here
+
+
+def test_the_landscape_depends_on_the_whole_path_alone():
+    # Beside training the landscape widens as the path comes in pieces; drawn after a failure it
+    # sees the whole path at once. A path that overshoots in b grows the window piece by piece.
+    import numpy as np
+
+    from linreg_pl.callbacks.plots import Landscape
+
+    x = np.linspace(0, 1, 50)[:, None]
+    t = np.linspace(0, 1, 200)[:, None]
+    path = np.hstack([3 * t, 0.8 * t + 2 * np.sin(np.pi * t)])
+    data = (x, 3 * x + 0.8, path[0], (np.array([[3.0]]), np.array([0.8])))
+    in_pieces, at_once = Landscape(*data), Landscape(*data)
+    windows = set()
+    for piece in np.array_split(path, 9):
+        in_pieces.hold(piece)
+        windows.add(in_pieces.window)
+    assert len(windows) > 2  # it did widen piece by piece
+    assert in_pieces.image(path).tobytes() == at_once.image(path).tobytes()
+    in_pieces.close()
+    at_once.close()
