@@ -103,6 +103,7 @@ class FitFigures(Callback):
         # The snapshots taken so far: (step, weight, bias, title) in original units.
         self.snapshots: list[tuple[int, np.ndarray, np.ndarray, str]] = []
         self.path: list[np.ndarray] | None = None
+        self._path_sent = 0  # points of the path already handed to the drawing
         self.drawing: SnapshotDrawing | None = None
         self.drawer: Offloaded | InProcess | None = None
 
