@@ -63,6 +63,8 @@ class LinearRegressionCLI(LightningCLI):
         kwargs.setdefault("parser_kwargs", {"default_config_files": files, "exit_on_error": False})
         # A progress bar only where someone watches: on a terminal. A log file gets the report alone.
         defaults = {"enable_progress_bar": sys.stdout.isatty(), "enable_model_summary": False}
+        # Unless set, chosen from the data in before_instantiate_classes (validation_every_n_epochs).
+        defaults["check_val_every_n_epoch"] = None
         kwargs["trainer_defaults"] = {**defaults, **kwargs.get("trainer_defaults", {})}
         super().__init__(
             LinearRegression,
@@ -109,6 +111,8 @@ class LinearRegressionCLI(LightningCLI):
             # training (each logged step costs ~0.5 ms of scalars: a large table's every step would
             # add a third to its training time).
             trainer.log_every_n_steps = 1 if data.batch_size is None else 10
+        if trainer.check_val_every_n_epoch is None and not _validates_by_batches(trainer.val_check_interval):
+            trainer.check_val_every_n_epoch = validation_every_n_epochs(trainer.max_epochs, data)
         if trainer.logger in (False, None):
             self.save_config_callback = None  # no run directory: never write config.yaml into the cwd
 
@@ -174,6 +178,32 @@ class TrainCLI(LinearRegressionCLI):
 AT_LEAST_ONE = ("check_val_every_n_epoch", "log_every_n_steps", "accumulate_grad_batches")
 # Callbacks that need a part of the run that the Trainer's flags can turn off.
 _NEEDS = {ModelCheckpoint: "enable_checkpointing", LearningRateMonitor: "logger"}
+
+
+def validation_every_n_epochs(max_epochs: int | None, data) -> int:
+    """Unless set: every epoch of mini-batch training; about 100 validations over ``max_epochs`` of
+    full-batch training, whose every epoch is one step. A validation (its metrics, the best
+    checkpoint) costs a few times the step: validating every epoch of a 1000-epoch table run tripled
+    its training time.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> validation_every_n_epochs(1000, SimpleNamespace(batch_size=None))
+    10
+    >>> validation_every_n_epochs(60, SimpleNamespace(batch_size=None)), validation_every_n_epochs(1000, None)
+    (1, 1)
+    >>> validation_every_n_epochs(10, SimpleNamespace(batch_size=32))
+    1
+    """
+    if data is None or data.batch_size is not None or max_epochs is None or max_epochs < 1:
+        return 1
+    return max(1, max_epochs // 100)
+
+
+def _validates_by_batches(val_check_interval) -> bool:
+    """Lightning's ``check_val_every_n_epoch=None``: validation counted in batches (an int) or in time."""
+    return val_check_interval is not None and not isinstance(val_check_interval, float)
 
 
 def _lesson_source() -> str | None:

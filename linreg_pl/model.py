@@ -187,8 +187,7 @@ class LinearRegression(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         # At the epochs that validate, beside val/loss (a full-batch lesson's every epoch is a step).
-        validates = (self.current_epoch + 1) % (self.trainer.check_val_every_n_epoch or 1) == 0
-        if self._train_rows > 0 and validates:
+        if self._train_rows > 0 and validation_epoch(self.trainer):
             # Equal shards per process, so the mean of the processes' means is the global mean.
             loss = self._train_loss_sum / self._train_rows
             self.log("train/loss_epoch", loss, sync_dist=self.trainer.world_size > 1)  # no collective alone
@@ -344,3 +343,9 @@ class LinearRegression(L.LightningModule):
         # Once per epoch, not per batch (self.log costs ~0.8 ms a call); the metrics hold the sums.
         self.log(f"{stage}/loss", self.losses[stage], prog_bar=True)
         self.log_dict(self.metrics[stage])
+
+
+def validation_epoch(trainer: L.Trainer) -> bool:
+    """Whether the epoch under way ends with a validation (``check_val_every_n_epoch``): the epoch
+    cadence of everything logged beside ``val/loss``."""
+    return (trainer.current_epoch + 1) % (trainer.check_val_every_n_epoch or 1) == 0

@@ -206,3 +206,22 @@ def test_print_config_shows_the_whole_config_the_run_would_use(in_tmp, monkeypat
 def test_the_log_cadence_follows_the_batching_unless_set(in_tmp, monkeypatch, args, every):
     monkeypatch.setattr("sys.argv", ["train.py"])
     assert TrainCLI([*args, "--trainer.logger=false"]).trainer.log_every_n_steps == every
+
+
+@pytest.mark.parametrize(
+    "args, every",
+    [
+        ([], 1),  # d2l, mini-batches: every epoch
+        (["--config", str(CONFIGS / "line.yaml")], 50),  # the lesson's own: as often as it prints
+        (["--config", str(CONFIGS / "csv.yaml")], 10),  # full batch, max_epochs 1000: 100 validations
+        (["--config", str(CONFIGS / "csv.yaml"), "--trainer.max_epochs=250"], 2),
+        (["--config", str(CONFIGS / "csv.yaml"), "--data.batch_size=64"], 1),
+        (["--config", str(CONFIGS / "csv.yaml"), "--trainer.check_val_every_n_epoch=1"], 1),
+        # Validation counted in batches (Lightning's check_val_every_n_epoch=None) stays so.
+        (["--config", str(CONFIGS / "csv.yaml"), "--trainer.val_check_interval=5"], None),
+    ],
+)
+def test_the_validation_cadence_follows_the_batching_unless_set(in_tmp, monkeypatch, args, every):
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    trainer = TrainCLI([*args, "--trainer.logger=false"]).trainer
+    assert trainer.check_val_every_n_epoch == every

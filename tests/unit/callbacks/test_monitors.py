@@ -163,11 +163,20 @@ def test_every_lesson_shows_the_learning_from_step_0(train_run, name):
     assert [10**v for v in log10_loss.values()] == pytest.approx(list(loss.values()), rel=1e-4, abs=1e-30)
 
 
-def test_many_parameters_are_logged_as_histograms(train_run):
-    summary = train_run("--config", str(CONFIGS / "diabetes.yaml"), "--trainer.max_epochs=1")
+def test_many_parameters_are_logged_as_histograms_at_the_epochs_that_validate(train_run):
+    summary = train_run("--config", str(CONFIGS / "diabetes.yaml"), "--trainer.max_epochs=20")
     accumulator = events(summary["run_dir"])
     assert {"params/weight", "params/bias"} <= set(accumulator.Tags()["histograms"])
     assert not any(tag.startswith("params/w[") for tag in accumulator.Tags()["scalars"])
+    # Full batch (a step per epoch), 20 epochs: validation, and the histograms, unless set every
+    # 20 // 100 -> 1 epoch, from the start to where StopAtOptimum ends the run.
+    steps = [e.step for e in accumulator.Histograms("params/weight")]
+    assert steps == list(range(summary["steps"] + 1)) and len(steps) > 5
+    # Validating every 4th epoch: the start, the ends of epochs 4, 8, ... and the end of training.
+    every_4 = ["--trainer.max_epochs=20", "--trainer.check_val_every_n_epoch=4"]
+    summary = train_run("--config", str(CONFIGS / "diabetes.yaml"), *every_4)
+    steps = [e.step for e in events(summary["run_dir"]).Histograms("params/weight")]
+    assert steps == sorted({*range(0, summary["steps"], 4), summary["steps"]}) and len(steps) > 2
 
 
 def test_report_gives_the_exact_optimum_and_gap(d2l_run):
@@ -218,3 +227,26 @@ def test_event_checksums_in_c_are_tensorboards_own(tmp_path, monkeypatch):
         for step in range(3):
             writer.add_scalar("x", step / 2, step)
     assert [event.value for event in events(tmp_path).Scalars("x")] == [0.0, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("prefix", ["", "fold1"])
+def test_scalars_logged_in_one_event_read_back_as_log_metrics_writes_them(tmp_path, prefix):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from linreg_pl.callbacks.monitors import log_scalars
+
+    written = {}
+    for way in ("log_metrics", "log_scalars"):
+        logger = TensorBoardLogger(tmp_path, name=way, prefix=prefix)
+        for step in (0, 5, 10):
+            scalars = {"params/w[x0]": 2.0 + step / 3, "params/b": -1e-30 * step, "lr-SGD": 0.03}
+            if way == "log_metrics":
+                logger.log_metrics(scalars, step=step)
+            else:
+                log_scalars(logger, scalars, step)
+        logger.finalize("success")
+        accumulator = events(logger.log_dir)
+        tags = accumulator.Tags()["scalars"]
+        written[way] = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in tags}
+    assert len(written["log_scalars"]) == 3 and written["log_scalars"] == written["log_metrics"]
+    assert all(tag.startswith(f"{prefix}-") for tag in written["log_scalars"]) == bool(prefix)
