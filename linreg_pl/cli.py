@@ -25,7 +25,7 @@ from jsonargparse import ArgumentError
 # Private, and the one way to parse without printing: --print_config waits until the config is final.
 from jsonargparse._actions import _ActionPrintConfig
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from linreg_pl.callbacks import skip_hooks_not_overridden
@@ -34,7 +34,7 @@ from linreg_pl.datamodule import RegressionDataModule
 from linreg_pl.errors import InputError
 from linreg_pl.model import LinearRegression
 from linreg_pl.runtime.checkpoints import check_matches, check_resumable, read_checkpoint, resolve_checkpoint
-from linreg_pl.runtime.files import visible_name
+from linreg_pl.runtime.files import visible_name, write_text_atomically
 from linreg_pl.runtime.parse_errors import check_config_files, one_line
 from linreg_pl.runtime.runs import run_directory
 from linreg_pl.runtime.signals import Interrupted, stop_on_signals
@@ -71,7 +71,7 @@ class LinearRegressionCLI(LightningCLI):
             self.datamodule_class_for_cli,
             args=args,
             run=False,
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=SaveConfig,
             seed_everything_default=0,
             auto_configure_optimizers=False,  # the model injects its own optimizer
             **kwargs,
@@ -132,6 +132,25 @@ class LinearRegressionCLI(LightningCLI):
             raise InputError(f"invalid --trainer options: {str(error).rstrip('.!')}{fix}.") from None
         skip_hooks_not_overridden(trainer.callbacks)
         return trainer
+
+
+class SaveConfig(SaveConfigCallback):
+    """``config.yaml`` in the run directory, the file LightningCLI's callback writes, but written
+    atomically (``linreg_pl.runtime.files``), over an earlier one, and without validating the
+    config once more: parsing did (~25 ms a run)."""
+
+    def __init__(self, parser: LightningArgumentParser, config, config_filename: str = "config.yaml") -> None:
+        super().__init__(parser, config, config_filename, save_to_log_dir=False)
+        self._log_dir: str | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not self.already_saved:
+            self._log_dir = trainer.log_dir  # a broadcast: every rank asks, rank 0 writes
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False, skip_validation=True)
+        write_text_atomically(Path(self._log_dir) / self.config_filename, text)
 
 
 class TrainCLI(LinearRegressionCLI):

@@ -368,7 +368,7 @@ def log_png(
     (``add_image`` without decoding and encoding it again), and write it to ``path`` if given."""
     width, height = size
     picture = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png)
-    logger.experiment.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
+    logger.experiment._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
     if path is not None:
         with atomic_open(path) as file:
             file.write(png)

@@ -10,7 +10,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
-from tests.helpers import CONFIGS, http_get, lstsq_with_intercept, tensorboard_server, train_in
+from tests.helpers import CONFIGS, QUIET, http_get, lstsq_with_intercept, tensorboard_server, train_in
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +177,17 @@ def test_many_parameters_are_logged_as_histograms_at_the_epochs_that_validate(tr
     summary = train_run("--config", str(CONFIGS / "diabetes.yaml"), *every_4)
     steps = [e.step for e in events(summary["run_dir"]).Histograms("params/weight")]
     assert steps == sorted({*range(0, summary["steps"], 4), summary["steps"]}) and len(steps) > 2
+
+
+def test_config_yaml_is_what_lightning_clis_callback_writes(d2l_run, in_tmp, monkeypatch):
+    from linreg_pl.cli import TrainCLI
+
+    run_dir, _ = d2l_run
+    monkeypatch.setattr("sys.argv", ["train.py"])
+    cli = TrainCLI(["--trainer.max_epochs=2", *QUIET])  # the fixture's run, parsed again
+    # What Lightning's SaveConfigCallback writes: the config validated once more, then dumped.
+    cli.parser.save(cli.config, in_tmp / "lightning.yaml", skip_none=False, multifile=False)
+    assert (run_dir / "config.yaml").read_text() == (in_tmp / "lightning.yaml").read_text()
 
 
 def test_report_gives_the_exact_optimum_and_gap(d2l_run):
