@@ -4,9 +4,12 @@ landscape with the optimizer's path. Only rank 0 draws.
 
 from __future__ import annotations
 
+import atexit
 import io
 import math
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,10 +17,11 @@ import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.figure import Figure
 from PIL import Image
+from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from linreg_pl.callbacks import not_linear
 from linreg_pl.callbacks.monitors import is_logged_step, tensorboard_logger, total_optimizer_steps
@@ -79,9 +83,11 @@ class FitFigures(Callback):
     Training records the parameters at the snapshot steps; a process beside it (on Linux;
     ``linreg_pl.runtime.offload``) draws each snapshot as it comes, the data and axes once for
     all, and the landscape's contours while the path moves. When training ends it adds the GIF
-    and the landscape, which this process then writes with the images; an interrupted run gets
-    the images of the snapshots reached. Should that process fail, this one draws them itself:
-    the same figures.
+    and the landscape and writes them all (the images in an event file of its own in the run
+    directory) while the run goes on: the test, the report. The run waits for it at its end
+    (``settle``: the end of the next stage, the next fit, or the interpreter's exit). An
+    interrupted run waits for the images of the snapshots reached. Should that process fail,
+    this one draws them itself: the same figures.
 
     Parameters
     ----------
@@ -106,6 +112,8 @@ class FitFigures(Callback):
         self._path_sent = 0  # points of the path already handed to the drawing
         self.drawing: SnapshotDrawing | None = None
         self.drawer: Offloaded | InProcess | None = None
+        # What the drawer was asked to write when training ended: (log_dir, step, gif_fps, landscape).
+        self._writing: tuple[Path, int, float | None, bool] | None = None
 
     def on_train_start(self, trainer, pl_module: LinearRegression) -> None:
         datamodule = trainer.datamodule
@@ -117,7 +125,7 @@ class FitFigures(Callback):
             and max(datamodule.split_sizes.values()) <= MAX_MATERIALIZED_ROWS
             and not not_linear(trainer, pl_module, "fit snapshots and loss landscape")
         )
-        self._close()  # a fit before this one that ended in an exception
+        self.settle()  # a fit before this one
         if not self.active:
             return
         self.total_steps = total_optimizer_steps(trainer)
@@ -148,7 +156,8 @@ class FitFigures(Callback):
             return
         if self.snapshots[-1][0] != trainer.global_step:  # stopped early, or between scheduled steps
             self._take(trainer, pl_module)
-        self._write(trainer, self._drawn(self.gif_fps, landscape=self.path is not None))
+        self._write(trainer, self.gif_fps, landscape=self.path is not None)
+        atexit.register(self.settle)  # at the latest
 
     def on_test_end(self, trainer, pl_module: LinearRegression) -> None:
         logger, datamodule = tensorboard_logger(trainer), trainer.datamodule
@@ -157,16 +166,36 @@ class FitFigures(Callback):
         if pl_module.linear is None or max(datamodule.split_sizes.values()) > MAX_MATERIALIZED_ROWS:
             return
         figure = draw_fit(drawn_splits(datamodule), datamodule, *pl_module.learned_parameters(), "tested model")
-        log_png(logger, "fit/tested", *figure_png(figure), trainer.global_step, Path(logger.log_dir) / "fit.png")
+        png, size = figure_png(figure)
+        logger.experiment._get_file_writer().add_summary(image_summary("fit/tested", png, size), trainer.global_step)
+        with atomic_open(Path(logger.log_dir) / "fit.png") as file:
+            file.write(png)
 
     def on_exception(self, trainer, pl_module: LinearRegression, exception: BaseException) -> None:
-        # An interrupted run keeps the snapshots it reached in TensorBoard (no GIF, no landscape).
-        if self.active and self.snapshots:
-            # Soon: a stop on a signal has 10 s before the process is ended (runtime.signals).
-            self._write(trainer, self._drawn(None, landscape=False, timeout_s=3.0))
-        self._close()
+        # Soon: a stop on a signal has 10 s before the process is ended (runtime.signals).
+        if self.active and self.snapshots and self._writing is None:
+            # An interrupted run keeps the snapshots it reached in TensorBoard (no GIF, no landscape).
+            self._write(trainer, None, landscape=False)
+        self.settle(timeout_s=3.0)
 
     def teardown(self, trainer, pl_module: LinearRegression, stage: str) -> None:
+        if stage != "fit" or self._writing is None:  # the figures of a fit are written while the next stage runs
+            self.settle()
+
+    def settle(self, timeout_s: float | None = None) -> None:
+        """Wait until the figures of the last fit are written, drawing them here if the process
+        beside training failed, and end that process."""
+        if self._writing is not None:
+            atexit.unregister(self.settle)
+            try:
+                self.drawer.wait(timeout_s=timeout_s)
+            except OffloadFailed:
+                drawing = self.drawing
+                for snapshot in self.snapshots:
+                    drawing.add(*snapshot)
+                log_dir, step, gif_fps, landscape = self._writing
+                drawing.write(log_dir, step, None if self.path is None else np.array(self.path), gif_fps, landscape)
+        self._writing = None
         self._close()
 
     def _take(self, trainer: L.Trainer, model: LinearRegression) -> None:
@@ -189,31 +218,15 @@ class FitFigures(Callback):
         recent, self._path_sent = np.array(self.path[self._path_sent :]), len(self.path)
         return recent
 
-    def _drawn(self, gif_fps: float | None, landscape: bool, timeout_s: float | None = None) -> Drawn:
-        """The figures of the snapshots taken, from the process beside training; drawn here if it failed."""
-        try:
-            return self.drawer.ask("finish", self._recent_path(), gif_fps, landscape, timeout_s=timeout_s)
-        except OffloadFailed:
-            drawing = self.drawing
-            for snapshot in self.snapshots:
-                drawing.add(*snapshot)
-            return drawing.finish(None if self.path is None else np.array(self.path), gif_fps, landscape)
-        finally:
-            self._close()
-
-    def _write(self, trainer: L.Trainer, drawn: Drawn) -> None:
-        logger = tensorboard_logger(trainer)
-        for step, png, size in drawn.snapshots:
-            log_png(logger, "fit", png, size, step)
-        log_dir = Path(logger.log_dir)
-        if drawn.gif is not None:
-            with atomic_open(log_dir / "fit.gif") as file:
-                file.write(drawn.gif)
-        if drawn.landscape is not None:
-            log_png(logger, "landscape", *drawn.landscape, trainer.global_step, log_dir / "landscape.png")
+    def _write(self, trainer: L.Trainer, gif_fps: float | None, landscape: bool) -> None:
+        """Have the snapshots taken written, with the GIF at ``gif_fps`` (None: none) and the
+        landscape if ``landscape``: beside training, or here (off Linux) before this returns."""
+        self._writing = Path(tensorboard_logger(trainer).log_dir), trainer.global_step, gif_fps, landscape
+        log_dir, step = self._writing[:2]
+        self.drawer.send("write", log_dir, step, self._recent_path(), gif_fps, landscape)
 
     def _close(self) -> None:
-        self.snapshots, self.drawing = [], None
+        self.snapshots, self.drawing, self._writing = [], None, None
         if self.drawer is not None:
             self.drawer.close()
             self.drawer = None
@@ -230,6 +243,20 @@ class Drawn(NamedTuple):
     snapshots: list[tuple[int, bytes, tuple[int, int]]]
     gif: bytes | None
     landscape: tuple[bytes, tuple[int, int]] | None
+
+    def write(self, add_summary: Callable[[Summary, int], None], log_dir: Path, step: int) -> None:
+        """The snapshots (tag ``fit``, at their steps) and the landscape (tag ``landscape``, at
+        ``step``) to TensorBoard through ``add_summary(summary, step)``; fit.gif and landscape.png
+        into ``log_dir``."""
+        for at, png, size in self.snapshots:
+            add_summary(image_summary("fit", png, size), at)
+        if self.gif is not None:
+            with atomic_open(log_dir / "fit.gif") as file:
+                file.write(self.gif)
+        if self.landscape is not None:
+            add_summary(image_summary("landscape", *self.landscape), step)
+            with atomic_open(log_dir / "landscape.png") as file:
+                file.write(self.landscape[0])
 
 
 class SnapshotDrawing:
@@ -299,6 +326,20 @@ class SnapshotDrawing:
             self.landscape.close()
         return Drawn(self.snapshots, gif, drawn_landscape)
 
+    def write(self, log_dir: Path, step: int, path: np.ndarray | None, gif_fps: float | None, landscape: bool) -> None:
+        """``finish``, then the figures written (``Drawn.write``): the images in an event file of
+        this process's own in ``log_dir`` (TensorBoard reads every event file of a run)."""
+        drawn = self.finish(path, gif_fps, landscape)
+        events = EventFileWriter(str(log_dir), filename_suffix=".figures")
+        try:
+            drawn.write(
+                lambda summary, at: events.add_event(Event(summary=summary, step=at, wall_time=time.time())),
+                log_dir,
+                step,
+            )
+        finally:
+            events.close()
+
     def _extend_path(self, points: np.ndarray | None) -> None:
         if points is not None and len(points):
             self.path.append(points)
@@ -361,17 +402,12 @@ def png_bytes(image: Image.Image) -> bytes:
     return encoded.getvalue()
 
 
-def log_png(
-    logger: TensorBoardLogger, tag: str, png: bytes, size: tuple[int, int], step: int, path: Path | None = None
-) -> None:
-    """Show the PNG of ``size`` (width, height) in TensorBoard's IMAGES as ``tag`` at ``step``
-    (``add_image`` without decoding and encoding it again), and write it to ``path`` if given."""
+def image_summary(tag: str, png: bytes, size: tuple[int, int]) -> Summary:
+    """The PNG of ``size`` (width, height) as TensorBoard's IMAGES show it (what ``add_image``
+    writes, without decoding and encoding it again)."""
     width, height = size
     picture = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=png)
-    logger.experiment._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
-    if path is not None:
-        with atomic_open(path) as file:
-            file.write(png)
+    return Summary(value=[Summary.Value(tag=tag, image=picture)])
 
 
 def _flat_parameters(model: LinearRegression) -> np.ndarray:

@@ -11,7 +11,8 @@ it inherited (a pipe the parent waits on to close must not stay open in it), end
 dies (``PR_SET_PDEATHSIG``, and the socket's end), never runs the parent's signal handlers (Ctrl-C
 is the parent's to handle; SIGTERM ends it) and leaves with ``os._exit``, so that no atexit
 handler or finalizer of the parent runs twice. It builds its object and touches nothing else of
-the parent's: no torch (an OpenMP pool does not survive fork), no logger, no file.
+the parent's: no torch (an OpenMP pool does not survive fork), no logger, no open file (the object
+opens its own).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class InProcess:
         """``target.method(*args)``."""
         return getattr(self.target, method)(*args)
 
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Nothing to wait for: every call has run."""
+
     def close(self) -> None:
         """Nothing to end."""
 
@@ -107,9 +111,9 @@ class Offloaded:
         """Queue ``method(*args)``."""
         self._send((method, args, False))
 
-    def ask(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
-        """``method(*args)``'s result, waiting at most ``timeout_s`` (default: the worker's) to
-        send and again to receive."""
+    def ask(self, method: str | None, *args: Any, timeout_s: float | None = None) -> Any:
+        """``method(*args)``'s result (None: no call, the calls sent before have run), waiting at
+        most ``timeout_s`` (default: the worker's) to send and again to receive."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         self._send((method, args, True), timeout_s)
         if self.failure is None:
@@ -129,6 +133,10 @@ class Offloaded:
                 self._fail(f"interrupted while waiting for {method}")
                 raise
         raise OffloadFailed(self.failure)
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        """Wait until every call sent has run; ``OffloadFailed`` if one raised (or as ``ask``)."""
+        self.ask(None, timeout_s=timeout_s)
 
     def close(self) -> None:
         """End the child (it reads the end of the socket) and reap it; idempotent."""
@@ -230,7 +238,7 @@ def _serve(connection: socket.socket, make: Callable[[], Any], parent: int, prct
             except (EOFError, OSError):
                 break
             result = None
-            if error is None:
+            if error is None and method is not None:
                 try:
                     result = getattr(target, method)(*args)
                 except BaseException:

@@ -54,6 +54,8 @@ def test_two_cpu_processes_match_one(tmp_path, single, strategy):
     # Written once, by rank 0: one run directory, one best and one last checkpoint.
     assert [p.name for p in (tmp_path / "logs" / "d2l").iterdir()] == ["version_0"]
     assert len(list((tmp_path / "logs" / "d2l" / "version_0" / "checkpoints").glob("*.ckpt"))) == 2
+    # Rank 0's figures, written beside its training (under ddp_spawn by the time its process exits).
+    assert {"fit.gif", "landscape.png", "fit.png"} <= {p.name for p in Path(summary["run_dir"]).iterdir()}
 
 
 def test_ddp_cpu_preset_stacks_with_a_data_config(tmp_path):

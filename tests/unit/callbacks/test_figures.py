@@ -23,11 +23,14 @@ FOUR_POINTS = ["--config", str(CONFIGS / "four_points.yaml"), "--trainer.max_epo
 
 def shown(run_dir: Path) -> dict:
     """The files and the TensorBoard images (tag -> [(step, PNG)]) a user sees."""
+    files = {name: (run_dir / name).read_bytes() for name in ("fit.gif", "landscape.png", "fit.png")}
+    return {"images": shown_images(run_dir), "files": files}
+
+
+def shown_images(run_dir: Path) -> dict:
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
-    images = {tag: [(e.step, e.encoded_image_string) for e in events.Images(tag)] for tag in events.Tags()["images"]}
-    files = {name: (run_dir / name).read_bytes() for name in ("fit.gif", "landscape.png", "fit.png")}
-    return {"images": images, "files": files}
+    return {tag: [(e.step, e.encoded_image_string) for e in events.Images(tag)] for tag in events.Tags()["images"]}
 
 
 def children() -> set[int]:
@@ -113,3 +116,19 @@ def test_the_landscape_depends_on_the_whole_path_alone():
     assert in_pieces.image(path).tobytes() == at_once.image(path).tobytes()
     in_pieces.close()
     at_once.close()
+
+
+def test_fit_returns_while_the_figures_are_written_and_settle_waits_for_them(in_tmp, monkeypatch):
+    from linreg_pl.cli import TrainCLI
+
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    cli = TrainCLI([*LINE, "--trainer.enable_progress_bar=false"])
+    callback = next(c for c in cli.trainer.callbacks if isinstance(c, figures.FitFigures))
+    before = children()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    run_dir = Path(cli.trainer.logger.log_dir)
+    assert len(children() - before) == 1  # the drawing process, not waited for
+    callback.settle()  # what the end of the next stage, or of the interpreter, does
+    assert children() <= before
+    assert {"fit.gif", "landscape.png"} <= {p.name for p in run_dir.iterdir()}
+    assert len(shown_images(run_dir)["fit"]) == 21

@@ -90,6 +90,19 @@ def test_an_error_in_the_child_comes_back_with_its_traceback(tally):
     assert ended(tally.pid)
 
 
+def test_wait_returns_once_the_calls_sent_have_run_and_reports_their_failure(tally):
+    tally.send("add", 1)
+    tally.wait()
+    assert tally.ask("report")[1] == [1]
+    tally.send("fail")
+    with pytest.raises(OffloadFailed, match="ValueError: drawing went wrong"):
+        tally.wait()
+    in_process = InProcess(Tally())
+    in_process.send("add", 2)
+    in_process.wait()
+    assert in_process.ask("report")[1] == [2]
+
+
 def test_a_child_that_dies_is_reported_not_waited_for(tally):
     tally.send("die")
     with pytest.raises(OffloadFailed, match="ended before answering report"):
