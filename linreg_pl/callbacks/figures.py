@@ -9,7 +9,8 @@ import io
 import math
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -84,10 +85,10 @@ class FitFigures(Callback):
     ``linreg_pl.runtime.offload``) draws each snapshot as it comes, the data and axes once for
     all, and the landscape's contours while the path moves. When training ends it adds the GIF
     and the landscape and writes them all (the images in an event file of its own in the run
-    directory) while the run goes on: the test, the report. The run waits for it at its end
-    (``settle``: the end of the next stage, the next fit, or the interpreter's exit). An
-    interrupted run waits for the images of the snapshots reached. Should that process fail,
-    this one draws them itself: the same figures.
+    directory) while the run goes on: the test (whose model it draws too), the report. The run
+    waits for it at its end (``settle``: the end of the next stage, the next fit, or the
+    interpreter's exit). An interrupted run waits for the images of the snapshots reached. Should
+    that process fail, this one draws them itself: the same figures.
 
     Parameters
     ----------
@@ -112,8 +113,11 @@ class FitFigures(Callback):
         self._path_sent = 0  # points of the path already handed to the drawing
         self.drawing: SnapshotDrawing | None = None
         self.drawer: Offloaded | InProcess | None = None
-        # What the drawer was asked to write when training ended: (log_dir, step, gif_fps, landscape).
+        # What the drawer was asked to write when training ended: (log_dir, step, gif_fps, landscape),
+        # then for the tested model: (log_dir, step, weight, bias); and the data it draws.
         self._writing: tuple[Path, int, float | None, bool] | None = None
+        self._tested: tuple[Path, int, np.ndarray, np.ndarray] | None = None
+        self._datamodule: RegressionDataModule | None = None
 
     def on_train_start(self, trainer, pl_module: LinearRegression) -> None:
         datamodule = trainer.datamodule
@@ -134,6 +138,7 @@ class FitFigures(Callback):
         self.snapshots = []
         landscape = datamodule.n_targets == 1 and datamodule.n_features <= 2
         self.path, self._path_sent = ([] if landscape else None), 0
+        self._datamodule = datamodule
         self.drawing = SnapshotDrawing(datamodule, pl_module.learned_parameters(), landscape)
         self.drawer = offload(lambda: self.drawing)  # the child's copy of the drawing does the work
         self._take(trainer, pl_module)
@@ -165,11 +170,13 @@ class FitFigures(Callback):
             return
         if pl_module.linear is None or max(datamodule.split_sizes.values()) > MAX_MATERIALIZED_ROWS:
             return
-        figure = draw_fit(drawn_splits(datamodule), datamodule, *pl_module.learned_parameters(), "tested model")
-        png, size = figure_png(figure)
-        logger.experiment._get_file_writer().add_summary(image_summary("fit/tested", png, size), trainer.global_step)
-        with atomic_open(Path(logger.log_dir) / "fit.png") as file:
-            file.write(png)
+        weight, bias = pl_module.learned_parameters()
+        tested = Path(logger.log_dir), trainer.global_step, weight, bias
+        if self._writing is not None and datamodule is self._datamodule:  # the fit's drawing is at hand
+            self._tested = tested
+            self.drawer.send("write_tested", *tested)  # settled when this stage ends
+        else:
+            SnapshotDrawing(datamodule, (weight, bias), landscape=False).write_tested(*tested)
 
     def on_exception(self, trainer, pl_module: LinearRegression, exception: BaseException) -> None:
         # Soon: a stop on a signal has 10 s before the process is ended (runtime.signals).
@@ -195,7 +202,8 @@ class FitFigures(Callback):
                     drawing.add(*snapshot)
                 log_dir, step, gif_fps, landscape = self._writing
                 drawing.write(log_dir, step, None if self.path is None else np.array(self.path), gif_fps, landscape)
-        self._writing = None
+                if self._tested is not None:
+                    drawing.write_tested(*self._tested)
         self._close()
 
     def _take(self, trainer: L.Trainer, model: LinearRegression) -> None:
@@ -226,7 +234,7 @@ class FitFigures(Callback):
         self.drawer.send("write", log_dir, step, self._recent_path(), gif_fps, landscape)
 
     def _close(self) -> None:
-        self.snapshots, self.drawing, self._writing = [], None, None
+        self.snapshots, self.drawing, self._writing, self._tested, self._datamodule = [], None, None, None, None
         if self.drawer is not None:
             self.drawer.close()
             self.drawer = None
@@ -327,18 +335,26 @@ class SnapshotDrawing:
         return Drawn(self.snapshots, gif, drawn_landscape)
 
     def write(self, log_dir: Path, step: int, path: np.ndarray | None, gif_fps: float | None, landscape: bool) -> None:
-        """``finish``, then the figures written (``Drawn.write``): the images in an event file of
-        this process's own in ``log_dir`` (TensorBoard reads every event file of a run)."""
+        """``finish``, then the figures written (``Drawn.write``), the images in an event file of
+        this process's own (``event_file``)."""
         drawn = self.finish(path, gif_fps, landscape)
-        events = EventFileWriter(str(log_dir), filename_suffix=".figures")
-        try:
-            drawn.write(
-                lambda summary, at: events.add_event(Event(summary=summary, step=at, wall_time=time.time())),
-                log_dir,
-                step,
-            )
-        finally:
-            events.close()
+        with event_file(log_dir) as add_summary:
+            drawn.write(add_summary, log_dir, step)
+
+    def write_tested(self, log_dir: Path, step: int, weight: np.ndarray, bias: np.ndarray) -> None:
+        """The tested model (weight (t, d), bias (t,)) on the rows: tag ``fit/tested`` at ``step``
+        and ``fit.png`` in ``log_dir``."""
+        if self.one_line:
+            names = self.feature_names[0], self.target_names[0]
+            figure = fit_figure(self.splits, weight, bias, *names, self.true, "tested model")
+        else:
+            predictions = {label: (y, x @ weight.T + bias) for label, (x, y) in self.splits.items()}
+            figure = prediction_figure(predictions, self.target_names, "tested model")
+        png, size = figure_png(figure)
+        with event_file(log_dir) as add_summary:
+            add_summary(image_summary("fit/tested", png, size), step)
+        with atomic_open(log_dir / "fit.png") as file:
+            file.write(png)
 
     def _extend_path(self, points: np.ndarray | None) -> None:
         if points is not None and len(points):
@@ -369,23 +385,6 @@ def drawn_splits(datamodule: RegressionDataModule) -> dict[str, tuple[np.ndarray
     return splits
 
 
-def draw_fit(
-    splits: dict[str, tuple[np.ndarray, np.ndarray]],
-    datamodule: RegressionDataModule,
-    weight: np.ndarray,
-    bias: np.ndarray,
-    title: str = "",
-) -> Figure:
-    """The fitted line for one feature and one target, else predicted vs. actual per target."""
-    table = datamodule.table
-    if datamodule.n_features == 1 and datamodule.n_targets == 1:
-        true = (table.true_weight, table.true_bias) if table.true_weight is not None else None
-        names = table.feature_names[0], table.target_names[0]
-        return fit_figure(splits, weight, bias, *names, true, title)
-    predictions = {label: (y, x @ weight.T + bias) for label, (x, y) in splits.items()}
-    return prediction_figure(predictions, table.target_names, title)
-
-
 def figure_png(figure: Figure) -> tuple[bytes, tuple[int, int]]:
     """``figure`` drawn and PNG-encoded, with its (width, height); the figure is closed."""
     figure.canvas.draw()
@@ -400,6 +399,17 @@ def png_bytes(image: Image.Image) -> bytes:
     # zlib's run-length strategy: half the encoding time of its default for files a fifth larger.
     image.save(encoded, format="PNG", compress_type=zlib.Z_RLE)
     return encoded.getvalue()
+
+
+@contextmanager
+def event_file(log_dir: Path) -> Iterator[Callable[[Summary, int], None]]:
+    """``add_summary(summary, step)`` into an event file of this process's own in ``log_dir``:
+    TensorBoard reads every event file of a run."""
+    events = EventFileWriter(str(log_dir), filename_suffix=".figures")
+    try:
+        yield lambda summary, step: events.add_event(Event(summary=summary, step=step, wall_time=time.time()))
+    finally:
+        events.close()
 
 
 def image_summary(tag: str, png: bytes, size: tuple[int, int]) -> Summary:

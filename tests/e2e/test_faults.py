@@ -175,12 +175,19 @@ def test_two_runs_started_together_get_their_own_directories(tmp_path):
         assert run.returncode == 0, stderr[-2000:]
     run_dirs = sorted((tmp_path / "logs" / "d2l").iterdir())
     assert [path.name for path in run_dirs] == ["version_0", "version_1"]
+    writers = []
     for run_dir in run_dirs:
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["run_dir"] == str(run_dir.resolve())
         assert [p.name for p in (run_dir / "checkpoints").glob("*.ckpt")].count("last.ckpt") == 1
-        # events.out.tfevents.<time>.<host>.<pid>.<n>: every event file of a directory from one process
-        assert len({path.name.split(".")[-2] for path in run_dir.glob("events.out.tfevents.*")}) == 1
+        # events.out.tfevents.<time>.<host>.<pid>.<n>[.figures]: every event file of a directory from
+        # one run: its process, and the one beside it that drew the figures.
+        names = [path.name for path in run_dir.glob("events.out.tfevents.*")]
+        own = {name.split(".")[-2] for name in names if not name.endswith(".figures")}
+        drawn = {name.split(".")[-3] for name in names if name.endswith(".figures")}
+        assert len(own) == 1 and len(drawn) == 1 and own != drawn
+        writers.append(own | drawn)
+    assert not writers[0] & writers[1]
 
 
 def test_a_named_version_is_refused_unless_resumed(train_run, in_tmp):
