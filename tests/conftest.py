@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from linreg_pl.cli import ignore_third_party_warnings
-from tests.helpers import QUIET
+from tests.helpers import CONFIGS, QUIET, train_in
 
 
 @pytest.fixture(autouse=True)
@@ -32,3 +32,12 @@ def train_run(in_tmp, monkeypatch):
         return train([*args, *QUIET])
 
     return run
+
+
+@pytest.fixture(scope="session")
+def csv_run(tmp_path_factory):
+    """One run of configs/csv.yaml (30 epochs), trained once per pytest process (xdist worker) for
+    the tests that read its checkpoint and run directory (tests/unit/test_serve.py, test_export.py).
+    Tests must not change what it wrote; evaluate may add evaluation.json to it."""
+    ignore_third_party_warnings()  # session-scoped: before the per-test fixture that applies them
+    return train_in(tmp_path_factory.mktemp("csv"), "--config", str(CONFIGS / "csv.yaml"), "--trainer.max_epochs=30")

@@ -18,11 +18,6 @@ from tests.helpers import CONFIGS, file_snapshot
 
 
 @pytest.fixture
-def csv_run(train_run):
-    return train_run("--config", str(CONFIGS / "csv.yaml"), "--trainer.max_epochs=30")
-
-
-@pytest.fixture
 def shuffled_csv(in_tmp):
     """configs/example.csv with its columns reordered and an extra one: columns go by name."""
     frame = pd.read_csv(CONFIGS / "example.csv")
@@ -109,13 +104,14 @@ def test_float32_that_would_lose_digits_is_refused_and_float64_exports(train_run
 @pytest.mark.parametrize("output", ["checkpoint", "input"])
 def test_the_checkpoint_and_the_input_are_never_overwritten(csv_run, shuffled_csv, in_tmp, output):
     target = csv_run["checkpoints"]["last"] if output == "checkpoint" else str(shuffled_csv)
-    before = file_snapshot(in_tmp)
+    folders = (in_tmp, csv_run["run_dir"])  # the shared run's directory is not under in_tmp
+    before = [file_snapshot(folder) for folder in folders]
     with pytest.raises(InputError, match="is an input of this command"):
         export(["--ckpt_path", csv_run["run_dir"], "--input", str(shuffled_csv), "--output", target])
-    assert file_snapshot(in_tmp) == before
+    assert [file_snapshot(folder) for folder in folders] == before
 
 
-def test_without_onnxruntime_the_error_names_the_extra(csv_run, monkeypatch):
+def test_without_onnxruntime_the_error_names_the_extra(csv_run, in_tmp, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(
         InputError, match=r"needs onnxruntime, which is not installed: pip install 'linreg_pl\[export\]'"
