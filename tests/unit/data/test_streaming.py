@@ -3,6 +3,7 @@ workers, deterministic shuffles, one clear error per bad file, and the in-memory
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from linreg_pl import InputError, ParquetSource, RegressionDataModule
 from linreg_pl.data import streaming
 from linreg_pl.data.streaming import SPLITS, row_hash, write_linear_dataset
 from linreg_pl.exact.solvers import Moments
-from tests.helpers import CONFIGS, lstsq_with_intercept, script_command
+from tests.helpers import CONFIGS, ROOT, lstsq_with_intercept, run_in_process, script_command
 
 SEED, VAL, TEST = 0, 0.1, 0.1
 
@@ -289,11 +290,23 @@ def test_make_dataset_refuses_a_folder_with_files_and_overwrite_replaces_it_whol
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no partial folder left
 
 
-def test_make_dataset_bad_flags_end_in_one_line(tmp_path):
-    result = subprocess.run(
-        script_command("make_dataset.py", "--rows", "x", "--features", "2", "--out", "d"),
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+def make_dataset_main(monkeypatch):
+    """scripts/make_dataset.py's main, loaded here without scripts/_start.py (which would turn this
+    process's garbage collection off and take its signals; tests/unit/test_packaging.py runs the
+    script as a program)."""
+    import importlib.util
+    import types
+
+    monkeypatch.setitem(sys.modules, "_start", types.ModuleType("_start"))
+    spec = importlib.util.spec_from_file_location("make_dataset_script", ROOT / "scripts" / "make_dataset.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script.main
+
+
+def test_make_dataset_bad_flags_end_in_one_line(tmp_path, monkeypatch):
+    main = make_dataset_main(monkeypatch)
+    result = run_in_process(main, "--rows", "x", "--features", "2", "--out", "d", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: argument --rows: invalid int value: 'x' (--help lists the options)"
     ]
