@@ -1,11 +1,19 @@
-"""Shared fixtures: every test that trains runs in its own temporary working directory."""
+"""Shared fixtures: every test that trains runs in its own temporary working directory.
+
+linreg_pl is imported inside the fixtures, not here: under pytest-xdist the controlling process
+loads this file too, and importing Lightning there (~8 s) would delay starting the workers."""
 
 import sys
 
 import pytest
 
-from linreg_pl.cli import ignore_third_party_warnings
 from tests.helpers import CONFIGS, QUIET, train_in
+
+
+def ignore_third_party_warnings() -> None:
+    from linreg_pl.cli import ignore_third_party_warnings
+
+    ignore_third_party_warnings()
 
 
 @pytest.fixture(autouse=True)

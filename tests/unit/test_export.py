@@ -5,7 +5,6 @@ import json
 import sys
 
 import numpy as np
-import onnx
 import onnxruntime
 import pandas as pd
 import pytest
@@ -48,6 +47,8 @@ def test_onnx_runtime_predicts_what_predict_py_does_by_feature_name(csv_run, shu
     np.testing.assert_allclose(session.run(["predictions"], {"features": x})[0], expected, rtol=1e-5)
     for batch in (1, 7):  # the batch size the graph was traced with is not baked in
         np.testing.assert_allclose(session.run(None, {"features": x[:batch]})[0], expected[:batch], rtol=1e-5)
+    import onnx  # here, not at the top: its import (~1 s, ml_dtypes) would slow every worker's collection
+
     assert {p.key for p in onnx.load("model.onnx").metadata_props} >= {"feature_names", "target_names"}
 
 
