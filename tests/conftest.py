@@ -13,13 +13,13 @@ from tests.helpers import CONFIGS, QUIET, train_in
 # run (a module- or session-scoped fixture) go to one worker as one unit, so the run is trained once
 # and not on each worker; every other test is scheduled on its own. (xdist_group marks with --dist
 # loadgroup would say this in the test files, but do not group under pytest 9.2 with xdist 3.8:
-# pytest-dev/pytest-xdist#1386.)
+# pytest-dev/pytest-xdist#1386.) test_distributed is not grouped: its one-process reference trains
+# in-process in ~3 s, and its DDP tests (minutes) are better spread over both workers.
 SHARED_RUNS = {
     "tests/unit/test_grunfeld.py": "grunfeld: runs",
     "tests/unit/test_serve.py": "csv_run",
     "tests/unit/test_export.py": "csv_run",
     "tests/unit/callbacks/test_monitors.py": "test_monitors: d2l_run",
-    "tests/e2e/test_distributed.py": "test_distributed: single",
     "tests/e2e/test_networks.py": "test_networks: two_layer_run",
 }
 
