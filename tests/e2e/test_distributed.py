@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import CONFIGS, script_command
+from tests.helpers import CONFIGS, script_command, train_in
 
 pytestmark = pytest.mark.slow  # real 2-process runs
 
@@ -29,7 +29,11 @@ def train(cwd: Path, *args: str) -> dict:
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
-    return train(tmp_path_factory.mktemp("single"), "--trainer.max_epochs=20")
+    """The one-process reference, trained in this process (a program of its own is not what is compared)."""
+    from linreg_pl.cli import ignore_third_party_warnings
+
+    ignore_third_party_warnings()  # module-scoped: before the per-test fixture that applies them
+    return train_in(tmp_path_factory.mktemp("single"), *FULL_BATCH, "--trainer.max_epochs=20")
 
 
 def assert_same_run(summary, reference):
@@ -94,6 +98,6 @@ def test_resume_a_ddp_checkpoint_on_one_process(tmp_path, single):
         "--trainer.devices=2",
         "--trainer.strategy=ddp",
     )
-    resumed = train(tmp_path, "--trainer.max_epochs=20", f"--ckpt_path={ddp['checkpoints']['last']}")
+    resumed = train_in(tmp_path, *FULL_BATCH, "--trainer.max_epochs=20", f"--ckpt_path={ddp['checkpoints']['last']}")
     assert resumed["epochs"] == 20 and resumed["steps"] == 20
     assert_same_run(resumed, single)

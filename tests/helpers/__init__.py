@@ -60,10 +60,12 @@ def run_in_process(command, *args: str, cwd: Path) -> subprocess.CompletedProces
     """What a script of ``scripts/`` runs, ``run_command(command, ARGS)`` (``command`` e.g.
     ``linreg_pl.cli.train``), in this process from ``cwd``: its exit status and output as a
     subprocess would give them. For tests of what the command does, where a fresh interpreter
-    (seconds to import Lightning) is not what is tested."""
+    (seconds to import Lightning) is not what is tested. The warnings the command raises (which
+    pytest would otherwise record for its summary) are on stderr, as a program would print them."""
     import contextlib
     import io
     import os
+    import warnings
 
     from linreg_pl.cli import run_command
 
@@ -71,11 +73,14 @@ def run_in_process(command, *args: str, cwd: Path) -> subprocess.CompletedProces
     os.chdir(cwd)
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            try:
-                run_command(command, list(args))
-                status = 0
-            except SystemExit as exit:
-                status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+            with warnings.catch_warnings(record=True) as caught:
+                try:
+                    run_command(command, list(args))
+                    status = 0
+                except SystemExit as exit:
+                    status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+            for w in caught:
+                stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno))
     finally:
         os.chdir(previous)
     return subprocess.CompletedProcess([command.__name__, *args], status, stdout.getvalue(), stderr.getvalue())

@@ -5,7 +5,6 @@ import json
 import sys
 
 import numpy as np
-import onnx
 import onnxruntime
 import pandas as pd
 import pytest
@@ -15,11 +14,6 @@ from linreg_pl.errors import InputError
 from linreg_pl.export import export
 from linreg_pl.serve import predict
 from tests.helpers import CONFIGS, file_snapshot
-
-
-@pytest.fixture
-def csv_run(train_run):
-    return train_run("--config", str(CONFIGS / "csv.yaml"), "--trainer.max_epochs=30")
 
 
 @pytest.fixture
@@ -53,6 +47,8 @@ def test_onnx_runtime_predicts_what_predict_py_does_by_feature_name(csv_run, shu
     np.testing.assert_allclose(session.run(["predictions"], {"features": x})[0], expected, rtol=1e-5)
     for batch in (1, 7):  # the batch size the graph was traced with is not baked in
         np.testing.assert_allclose(session.run(None, {"features": x[:batch]})[0], expected[:batch], rtol=1e-5)
+    import onnx  # here, not at the top: its import (~1 s, ml_dtypes) would slow every worker's collection
+
     assert {p.key for p in onnx.load("model.onnx").metadata_props} >= {"feature_names", "target_names"}
 
 
@@ -109,13 +105,14 @@ def test_float32_that_would_lose_digits_is_refused_and_float64_exports(train_run
 @pytest.mark.parametrize("output", ["checkpoint", "input"])
 def test_the_checkpoint_and_the_input_are_never_overwritten(csv_run, shuffled_csv, in_tmp, output):
     target = csv_run["checkpoints"]["last"] if output == "checkpoint" else str(shuffled_csv)
-    before = file_snapshot(in_tmp)
+    folders = (in_tmp, csv_run["run_dir"])  # the shared run's directory is not under in_tmp
+    before = [file_snapshot(folder) for folder in folders]
     with pytest.raises(InputError, match="is an input of this command"):
         export(["--ckpt_path", csv_run["run_dir"], "--input", str(shuffled_csv), "--output", target])
-    assert file_snapshot(in_tmp) == before
+    assert [file_snapshot(folder) for folder in folders] == before
 
 
-def test_without_onnxruntime_the_error_names_the_extra(csv_run, monkeypatch):
+def test_without_onnxruntime_the_error_names_the_extra(csv_run, in_tmp, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(
         InputError, match=r"needs onnxruntime, which is not installed: pip install 'linreg_pl\[export\]'"

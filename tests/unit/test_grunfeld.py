@@ -2,7 +2,6 @@
 treatment coding, weighted least squares and prediction intervals, from the command line."""
 
 import re
-import subprocess
 import sys
 
 import numpy as np
@@ -13,7 +12,7 @@ import statsmodels.formula.api as smf
 from linreg_pl import InputError, LinearRegression
 from linreg_pl.cli import ignore_third_party_warnings, run_command, train
 from linreg_pl.serve import evaluate, predict, predict_frame
-from tests.helpers import QUIET, ROOT, script_command
+from tests.helpers import QUIET, ROOT, run_in_process
 
 GRUNFELD = ROOT / "tests" / "data" / "grunfeld.csv"
 FORMULA = "invest ~ value + capital + year + C(firm)"
@@ -185,8 +184,9 @@ def test_unseen_level_from_the_command_line_is_one_line_and_exit_2(runs, in_tmp)
     frame = grunfeld().drop(columns="invest")
     frame.loc[7, "firm"] = "Acme"
     frame.to_csv("new.csv", index=False)
-    command = script_command("predict.py", "--ckpt_path", runs["ols"]["run_dir"], "--input", "new.csv")
-    result = subprocess.run([*command, "--output", "p.csv"], capture_output=True, text=True, timeout=120)
+    # What scripts/predict.py runs, in this process (a fresh interpreter is not what is tested).
+    args = ["--ckpt_path", runs["ols"]["run_dir"], "--input", "new.csv", "--output", "p.csv"]
+    result = run_in_process(predict, *args, cwd=in_tmp)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "column 'firm' has level 'Acme' (in 'new.csv')" in result.stderr
     assert not (in_tmp / "p.csv").exists()

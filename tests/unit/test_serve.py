@@ -9,13 +9,7 @@ import torch
 
 from linreg_pl import InputError, LinearRegression, Points, RegressionDataModule
 from linreg_pl.serve import evaluate, predict
-from tests.helpers import CONFIGS, run_in_process, train_in
-
-
-@pytest.fixture(scope="module")
-def csv_run(tmp_path_factory):
-    """One CSV run shared by the tests of this module, which read its checkpoint and run directory."""
-    return train_in(tmp_path_factory.mktemp("csv"), "--config", str(CONFIGS / "csv.yaml"), "--trainer.max_epochs=30")
+from tests.helpers import CONFIGS, run_in_process
 
 
 def test_evaluate_reproduces_the_metrics_printed_at_the_end_of_training(csv_run, in_tmp):

@@ -3,6 +3,7 @@ workers, deterministic shuffles, one clear error per bad file, and the in-memory
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from linreg_pl import InputError, ParquetSource, RegressionDataModule
 from linreg_pl.data import streaming
 from linreg_pl.data.streaming import SPLITS, row_hash, write_linear_dataset
 from linreg_pl.exact.solvers import Moments
-from tests.helpers import CONFIGS, lstsq_with_intercept, script_command
+from tests.helpers import CONFIGS, ROOT, lstsq_with_intercept, run_in_process, script_command, train_in
 
 SEED, VAL, TEST = 0, 0.1, 0.1
 
@@ -233,15 +234,19 @@ def without_stopping(cwd: Path) -> Path:
     return path
 
 
-def ddp_train(cwd: Path, folder: Path, *args: str) -> dict:
+def ddp_train(cwd: Path, folder: Path, *args: str, in_process: bool = False) -> dict:
+    """A full-batch run on the streamed folder: a program of its own (DDP launches its ranks from
+    one), or, for the one-process reference, in this process."""
     cwd.mkdir()
-    command = script_command(
-        "train.py", "--config", str(without_stopping(cwd)),
+    args = (
+        "--config", str(without_stopping(cwd)),
         "--data.source", "ParquetSource", "--data.source.path", str(folder),
         "--data.source.target", "y", "--data.batch_size", "null", "--model.optimizer.lr", "0.3",
         "--trainer.max_epochs", "10", "--trainer.enable_progress_bar", "false", *args,
     )  # fmt: skip
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    if in_process:
+        return train_in(cwd, *args)
+    result = subprocess.run(script_command("train.py", *args), cwd=cwd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dirs = [Path(line) for line in result.stdout.splitlines() if (Path(line) / "summary.json").is_file()]
     return json.loads((run_dirs[-1] / "summary.json").read_text())
@@ -252,7 +257,7 @@ def test_two_ddp_processes_match_one(folder, tmp_path):
     # An even training split: full-batch DDP averages the two halves' mean gradients, which is the
     # mean over all rows only when the halves are equal (an odd split weighs one row differently).
     seed = next(s for s in range(10) if split_sizes(folder, s)["train"] % 2 == 0)
-    single = ddp_train(tmp_path / "one", folder, f"--data.seed={seed}")
+    single = ddp_train(tmp_path / "one", folder, f"--data.seed={seed}", in_process=True)
     ddp = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
     double = ddp_train(tmp_path / "two", folder, f"--data.seed={seed}", *ddp)
     assert double["split_sizes"] == single["split_sizes"]
@@ -289,11 +294,23 @@ def test_make_dataset_refuses_a_folder_with_files_and_overwrite_replaces_it_whol
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]  # no partial folder left
 
 
-def test_make_dataset_bad_flags_end_in_one_line(tmp_path):
-    result = subprocess.run(
-        script_command("make_dataset.py", "--rows", "x", "--features", "2", "--out", "d"),
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+def make_dataset_main(monkeypatch):
+    """scripts/make_dataset.py's main, loaded here without scripts/_start.py (which would turn this
+    process's garbage collection off and take its signals; tests/unit/test_packaging.py runs the
+    script as a program)."""
+    import importlib.util
+    import types
+
+    monkeypatch.setitem(sys.modules, "_start", types.ModuleType("_start"))
+    spec = importlib.util.spec_from_file_location("make_dataset_script", ROOT / "scripts" / "make_dataset.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script.main
+
+
+def test_make_dataset_bad_flags_end_in_one_line(tmp_path, monkeypatch):
+    main = make_dataset_main(monkeypatch)
+    result = run_in_process(main, "--rows", "x", "--features", "2", "--out", "d", cwd=tmp_path)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [
         "error: argument --rows: invalid int value: 'x' (--help lists the options)"
     ]

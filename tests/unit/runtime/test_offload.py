@@ -168,10 +168,14 @@ def test_a_fork_that_fails_leaves_the_calls_here(monkeypatch):
     assert isinstance(worker, InProcess) and worker.ask("report")[0] == os.getpid()
 
 
+# The parent loads offload.py by itself (it imports the standard library only): importing the
+# package would import Lightning, seconds of start-up that have nothing to do with the child.
 ORPHAN = """
-import os, signal
-from linreg_pl.runtime.offload import offload
-worker = offload(list)
+import importlib.util, os, signal, sys
+spec = importlib.util.spec_from_file_location("offload", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+worker = module.offload(list)
 worker.ask("copy")  # serving
 print(worker.pid, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
@@ -179,7 +183,8 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_the_child_ends_when_its_parent_is_killed():
-    parent = subprocess.Popen([sys.executable, "-c", ORPHAN], stdout=subprocess.PIPE, text=True)
+    source = sys.modules[offload.__module__].__file__
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN, source], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())
     assert parent.wait(timeout=120) == -signal.SIGKILL
     deadline = time.monotonic() + 30
