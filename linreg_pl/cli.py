@@ -46,6 +46,25 @@ DEFAULT_LESSON = PROJECT_ROOT / "configs" / "d2l.yaml"
 LINKED = ("n_features", "n_targets", "feature_names", "target_names", "encoding")
 
 
+class SaveConfig(SaveConfigCallback):
+    """``config.yaml`` in the run directory, the file LightningCLI's callback writes, but written
+    atomically (``linreg_pl.runtime.files``), over an earlier one, and without validating the
+    config once more: parsing did (~25 ms a run)."""
+
+    def __init__(self, parser: LightningArgumentParser, config, config_filename: str = "config.yaml") -> None:
+        super().__init__(parser, config, config_filename, save_to_log_dir=False)
+        self._log_dir: str | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not self.already_saved:
+            self._log_dir = trainer.log_dir  # a broadcast: every rank asks, rank 0 writes
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        text = self.parser.dump(self.config, skip_none=False, skip_validation=True)
+        write_text_atomically(Path(self._log_dir) / self.config_filename, text)
+
+
 class LinearRegressionCLI(LightningCLI):
     """LightningCLI for ``LinearRegression`` on a ``RegressionDataModule`` (``run=False``: the
     entry point decides what to run). The data module's shape and names are linked into the model.
@@ -66,12 +85,12 @@ class LinearRegressionCLI(LightningCLI):
         # Unless set, chosen from the data in before_instantiate_classes (validation_every_n_epochs).
         defaults["check_val_every_n_epoch"] = None
         kwargs["trainer_defaults"] = {**defaults, **kwargs.get("trainer_defaults", {})}
+        kwargs.setdefault("save_config_callback", SaveConfig)
         super().__init__(
             LinearRegression,
             self.datamodule_class_for_cli,
             args=args,
             run=False,
-            save_config_callback=SaveConfig,
             seed_everything_default=0,
             auto_configure_optimizers=False,  # the model injects its own optimizer
             **kwargs,
@@ -132,25 +151,6 @@ class LinearRegressionCLI(LightningCLI):
             raise InputError(f"invalid --trainer options: {str(error).rstrip('.!')}{fix}.") from None
         skip_hooks_not_overridden(trainer.callbacks)
         return trainer
-
-
-class SaveConfig(SaveConfigCallback):
-    """``config.yaml`` in the run directory, the file LightningCLI's callback writes, but written
-    atomically (``linreg_pl.runtime.files``), over an earlier one, and without validating the
-    config once more: parsing did (~25 ms a run)."""
-
-    def __init__(self, parser: LightningArgumentParser, config, config_filename: str = "config.yaml") -> None:
-        super().__init__(parser, config, config_filename, save_to_log_dir=False)
-        self._log_dir: str | None = None
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        if not self.already_saved:
-            self._log_dir = trainer.log_dir  # a broadcast: every rank asks, rank 0 writes
-        super().setup(trainer, pl_module, stage)
-
-    def save_config(self, trainer, pl_module, stage: str) -> None:
-        text = self.parser.dump(self.config, skip_none=False, skip_validation=True)
-        write_text_atomically(Path(self._log_dir) / self.config_filename, text)
 
 
 class TrainCLI(LinearRegressionCLI):
