@@ -46,12 +46,14 @@ def log_scalars(logger: Logger, scalars: dict[str, float], step: int) -> None:
     """``logger.log_metrics(scalars, step)``, in one TensorBoard event: ``add_scalar`` writes an
     event per value, ~0.1 ms each (a third of a small lesson's step at the steps that log). The
     values are those ``add_scalar`` writes (``simple_value``); readers see no difference."""
-    if not isinstance(logger, TensorBoardLogger) or logger._prefix:
+    # A prefix (Lightning keeps it private: no public accessor) or a closed writer: log_metrics,
+    # which applies the prefix and opens the writer again.
+    writer = logger.experiment.file_writer if isinstance(logger, TensorBoardLogger) else None
+    if writer is None or logger._prefix:
         logger.log_metrics(scalars, step=step)
         return
     values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
-    # SummaryWriter's own add_* methods write through this; it opens the file on first use.
-    logger.experiment._get_file_writer().add_summary(Summary(value=values), step)
+    writer.add_summary(Summary(value=values), step)
 
 
 def is_logged_step(trainer: L.Trainer, step: int | None = None) -> bool:

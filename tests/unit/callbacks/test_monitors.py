@@ -249,7 +249,9 @@ def test_scalars_logged_in_one_event_read_back_as_log_metrics_writes_them(tmp_pa
     written = {}
     for way in ("log_metrics", "log_scalars"):
         logger = TensorBoardLogger(tmp_path, name=way, prefix=prefix)
-        for step in (0, 5, 10):
+        for step in (0, 5, 10, 15):
+            if step == 15:  # after the end of a fit: Lightning's finalize closed the writer
+                logger.finalize("success")
             scalars = {"params/w[x0]": 2.0 + step / 3, "params/b": -1e-30 * step, "lr-SGD": 0.03}
             if way == "log_metrics":
                 logger.log_metrics(scalars, step=step)
@@ -259,5 +261,6 @@ def test_scalars_logged_in_one_event_read_back_as_log_metrics_writes_them(tmp_pa
         accumulator = events(logger.log_dir)
         tags = accumulator.Tags()["scalars"]
         written[way] = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in tags}
+    assert all(series[-1][0] == 15 for series in written["log_scalars"].values())
     assert len(written["log_scalars"]) == 3 and written["log_scalars"] == written["log_metrics"]
     assert all(tag.startswith(f"{prefix}-") for tag in written["log_scalars"]) == bool(prefix)
