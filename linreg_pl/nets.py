@@ -76,7 +76,7 @@ class Standardizer(nn.Module):
 
     @property
     def scaling(self) -> Scaling:
-        return Scaling(*(getattr(self, name).double().cpu().numpy() for name in _BUFFERS))
+        return self._scaling
 
     @scaling.setter
     def scaling(self, scaling: Scaling) -> None:
@@ -88,8 +88,16 @@ class Standardizer(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         self._note()
 
+    def _apply(self, fn, recurse: bool = True):
+        # .to(), .half(), .double() replace the buffers, and a narrower dtype rounds them.
+        module = super()._apply(fn, recurse)
+        self._note()
+        return module
+
     def _note(self) -> None:
-        # Known once here rather than tested per step.
+        # Known once here rather than worked out per step: the callbacks read the parameters in
+        # original units at every logged step, and the buffers change only through here.
+        self._scaling = Scaling(*(getattr(self, name).double().cpu().numpy() for name in _BUFFERS))
         self.scales_features = bool((self.feature_mean != 0).any() or (self.feature_scale != 1).any())
         self.scales_target = bool((self.target_mean != 0).any() or (self.target_scale != 1).any())
 
