@@ -7,6 +7,7 @@ import pickle
 import sys
 import zipfile
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import lightning as L
@@ -41,14 +42,16 @@ def last_checkpoint_path(trainer: L.Trainer) -> Path | None:
 
 
 class LastCheckpoint(Callback):
-    """Writes ``last.ckpt`` at the end of the first epoch after each ``every_n_steps`` training
-    steps, at the end of training, and on Ctrl-C or SIGTERM before exiting.
+    """Writes ``last.ckpt`` during training once ``every_n_seconds`` have passed since the last
+    save, at the end of training, and on Ctrl-C or SIGTERM before exiting.
 
-    Every epoch of a mini-batch run has more steps than that, so it is saved every epoch; a
-    full-batch lesson (one step per epoch, hundreds of epochs a second) every 50 epochs, where
-    a save per epoch took longer than the training itself. A process killed outright (SIGKILL)
-    loses at most those steps. The cadence counts steps, not seconds, so that every process of a
-    DDP run saves (a collective) at the same epoch.
+    The clock is read at the end of the first epoch after each ``every_n_steps`` training steps:
+    every epoch of a mini-batch run, every 50th of a full-batch lesson (one step per epoch,
+    hundreds of epochs a second). In a DDP run rank 0 reads it and tells the others (a collective,
+    hence not every step), so that every process saves (a collective too) at the same epoch. A
+    run of a few seconds, a lesson, saves once, at the end: a save per epoch cost more than a
+    tenth of its training. A process killed outright (SIGKILL) loses the training since the last
+    save: about ``every_n_seconds``, and at most the epoch under way on top.
 
     ``ModelCheckpoint(save_last=True)`` writes it only in epochs that improved the monitored
     metric, so a run resumed with ``--ckpt_path last`` could silently repeat epochs. A diverged
@@ -57,15 +60,20 @@ class LastCheckpoint(Callback):
 
     Parameters
     ----------
+    every_n_seconds : float
+        Seconds of training between two saves (0: at every reading of the clock).
     every_n_steps : int
-        Training steps between two saves, counted at the ends of epochs.
+        Training steps between two readings of the clock, counted at the ends of epochs.
     """
 
-    def __init__(self, every_n_steps: int = 50) -> None:
+    def __init__(self, every_n_seconds: float = 1.0, every_n_steps: int = 50) -> None:
+        if not every_n_seconds >= 0:
+            raise InputError(f"LastCheckpoint every_n_seconds={every_n_seconds} must be a number >= 0.")
         if every_n_steps < 1:
             raise InputError(f"LastCheckpoint every_n_steps={every_n_steps} must be an integer >= 1.")
-        self.every_n_steps = every_n_steps
-        self._saved_step = 0
+        self.every_n_seconds, self.every_n_steps = every_n_seconds, every_n_steps
+        self._saved_step = self._checked_step = 0
+        self._saved_at = 0.0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         last = last_checkpoint_path(trainer)
@@ -74,10 +82,15 @@ class LastCheckpoint(Callback):
                 remove_stale_partials(directory)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._saved_step = trainer.global_step  # a resumed run counts from its checkpoint
+        # A resumed run counts from its checkpoint.
+        self._saved_step = self._checked_step = trainer.global_step
+        self._saved_at = monotonic()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step - self._saved_step >= self.every_n_steps:
+        if trainer.global_step - self._checked_step < self.every_n_steps:
+            return
+        self._checked_step = trainer.global_step
+        if trainer.strategy.broadcast(monotonic() - self._saved_at >= self.every_n_seconds):
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -88,7 +101,7 @@ class LastCheckpoint(Callback):
         path = last_checkpoint_path(trainer)
         if path is not None and not trainer.fast_dev_run and not trainer.sanity_checking:
             trainer.save_checkpoint(path, weights_only=False)
-            self._saved_step = trainer.global_step
+            self._saved_step, self._saved_at = trainer.global_step, monotonic()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         path = last_checkpoint_path(trainer)
@@ -201,6 +214,15 @@ def resolve_checkpoint(ckpt_path: str | None, trainer: L.Trainer) -> str | None:
     return str(candidates[-1])
 
 
+def epochs_trained(checkpoint: dict[str, Any]) -> int:
+    """The epochs whose training the checkpoint's run had finished. Lightning's loop progress
+    counts them alike at an epoch's end and after training, where ``epoch`` is one more."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):  # a checkpoint without Lightning's loops
+        return checkpoint.get("epoch", -1) + 1
+
+
 def check_resumable(checkpoint: dict[str, Any], path: str, trainer: L.Trainer, source: dict | None) -> None:
     """Resuming ``path`` (what ``--ckpt_path last`` found) trains something, on this experiment's data.
 
@@ -214,7 +236,7 @@ def check_resumable(checkpoint: dict[str, Any], path: str, trainer: L.Trainer, s
             f"--ckpt_path last found '{path}', which was trained on other data ({saved.get('class_path')} "
             f"{saved.get('init_args')}); give this experiment's checkpoint by its path, or start without --ckpt_path."
         )
-    epochs_done = checkpoint.get("epoch", -1) + 1
+    epochs_done = epochs_trained(checkpoint)
     if 0 <= trainer.max_epochs <= epochs_done:
         raise InputError(
             f"--ckpt_path last: '{path}' is a finished run (all {epochs_done} epochs of --trainer.max_epochs "

@@ -1,5 +1,6 @@
 """Divergence, interrupted runs, resume and checkpoints that are not ours."""
 
+import itertools
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import torch
 
 from linreg_pl.cli import train
 from linreg_pl.errors import InputError, TrainingDiverged
+from linreg_pl.runtime import checkpoints
 from tests.helpers import run_in_process, script_command, wait_for_epochs
 
 D2L_FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -22,7 +24,9 @@ def test_learning_rate_10_stops_with_the_divergence_message(train_run):
         train_run("--model.optimizer.lr=10")
 
 
-def test_divergence_keeps_the_last_good_checkpoint(train_run, in_tmp):
+def test_divergence_keeps_the_last_good_checkpoint(train_run, in_tmp, monkeypatch):
+    # A second passes at each reading of LastCheckpoint's clock: last.ckpt at every epoch's end.
+    monkeypatch.setattr(checkpoints, "monotonic", itertools.count().__next__)
     # lr 0.03, 0.9, then 27: fine for two epochs, diverging in the third.
     growing_lr = ["--model.lr_scheduler=torch.optim.lr_scheduler.ExponentialLR", "--model.lr_scheduler.gamma=30"]
     with pytest.raises(

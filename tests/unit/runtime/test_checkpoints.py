@@ -1,6 +1,8 @@
-"""Checkpoint cadence: last.ckpt every 50 steps and always at the end, the best checkpoint only
-when validation runs, and no cadence that changes what is learned."""
+"""Checkpoint cadence: last.ckpt at most every second of training (the clock read every 50
+steps) and always at the end, the best checkpoint only when validation runs, and no cadence that
+changes what is learned."""
 
+import itertools
 import signal
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from linreg_pl.runtime import checkpoints
 from linreg_pl.runtime.checkpoints import AtomicCheckpointIO
 from linreg_pl.runtime.signals import Interrupted
 from tests.helpers import CONFIGS
@@ -30,18 +33,33 @@ def saves(monkeypatch) -> list[str]:
     return written
 
 
-def test_a_full_batch_lesson_saves_every_50_steps_and_at_the_end(train_run, saves):
+def clock(monkeypatch, seconds_per_reading: float) -> None:
+    """LastCheckpoint's clock, moved on by ``seconds_per_reading`` each time it is read."""
+    readings = itertools.count(step=seconds_per_reading)
+    monkeypatch.setattr(checkpoints, "monotonic", lambda: next(readings))
+
+
+@pytest.mark.parametrize(("seconds_per_reading", "last_saves"), [(1.0, 3), (0.1, 1)])
+def test_a_full_batch_lesson_reads_the_clock_every_50_steps_and_saves_at_the_end(
+    train_run, saves, monkeypatch, seconds_per_reading, last_saves
+):
+    clock(monkeypatch, seconds_per_reading)
     summary = train_run(*LINE, "--trainer.max_epochs=110")
     last = torch.load(summary["checkpoints"]["last"], weights_only=True)
     assert last["global_step"] == 110  # the trained model, though 110 is not a multiple of 50
-    assert saves.count("last.ckpt") == 3  # after steps 50, 100 and at the end
+    # A second per reading: after steps 50, 100 and at the end. A tenth: under a second, only the end.
+    assert saves.count("last.ckpt") == last_saves
     # val/loss is known every 50 epochs: the best checkpoint is rewritten at most that often.
     assert 1 <= len([name for name in saves if name.startswith("best")]) <= 2
 
 
-def test_a_mini_batch_run_saves_every_epoch(train_run, saves):
-    train_run("--trainer.max_epochs=3")  # d2l: 80 steps per epoch
-    assert saves.count("last.ckpt") == 3
+@pytest.mark.parametrize(("seconds_per_reading", "last_saves"), [(1.0, 3), (0.0, 1)])
+def test_a_mini_batch_run_saves_at_the_first_epoch_end_a_second_after_the_last_save(
+    train_run, saves, monkeypatch, seconds_per_reading, last_saves
+):
+    clock(monkeypatch, seconds_per_reading)
+    train_run("--trainer.max_epochs=3")  # d2l: 80 steps per epoch, the clock read at each epoch's end
+    assert saves.count("last.ckpt") == last_saves
 
 
 class CtrlCAtStep7(Callback):
