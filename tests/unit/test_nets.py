@@ -52,6 +52,15 @@ def test_the_standardization_travels_in_the_state_dict():
     x = torch.randn(3, 2)
     torch.testing.assert_close(restored.features(x), trained.features(x))  # applied, not only copied
     assert set(trained.state_dict()) == {"feature_mean", "feature_scale", "target_mean", "target_scale"}
+    np.testing.assert_array_equal(restored.scaling.feature_mean, SCALING.feature_mean)  # what it reports too
+
+
+def test_the_scaling_reported_is_that_of_the_buffers_after_a_dtype_change():
+    scaler = Standardizer(1, 1)
+    scaler.scaling = Scaling(np.array([1 / 3]), np.ones(1), np.zeros(1), np.ones(1))
+    assert scaler.scaling.feature_mean[0] == np.float32(1 / 3)
+    scaler.half()  # rounds the buffers: the parameters are reported in the units the network is fed
+    assert scaler.scaling.feature_mean[0] == np.float16(1 / 3) != np.float32(1 / 3)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
