@@ -51,9 +51,10 @@ class Scaling:
     def to_original_units(self, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map parameters of y_s = x_s @ weight.T + bias back to y = x @ W.T + b, exactly."""
         weight, bias = np.asarray(weight, np.float64), np.asarray(bias, np.float64)
-        per_feature = weight / self.feature_scale
-        original_weight = self.target_scale[:, None] * per_feature
-        original_bias = self.target_scale * (bias - per_feature @ self.feature_mean) + self.target_mean
+        with np.errstate(invalid="ignore", over="ignore"):  # a diverged model's: DivergenceGuard says so
+            per_feature = weight / self.feature_scale
+            original_weight = self.target_scale[:, None] * per_feature
+            original_bias = self.target_scale * (bias - per_feature @ self.feature_mean) + self.target_mean
         return original_weight, original_bias
 
 
