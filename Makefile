@@ -46,12 +46,13 @@ $(VENV)/.installed-dev: $(VENV)/.torch setup.cfg pyproject.toml
 train: $(VENV)/.installed-train
 	$(BIN)/python scripts/train.py $(ARGS)
 
-# The contract: every test, the slow ones (real subprocess runs: DDP, signals, resume) included,
+# The contract: every test, the slow ones (real processes: DDP, signals, kill and resume; full training
+# runs of several seconds) included,
 # spread over one worker per core (pytest-xdist).
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto $(ARGS)
 
-# For development: the same suite without the slow tests.
+# For development: the same suite without the slow tests (setup.cfg's marker), about 2 minutes.
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -n auto -m "not slow" $(ARGS)
 

@@ -131,6 +131,7 @@ def files_and_bytes(root: Path) -> dict[Path, bytes]:
     return {path: path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
 
 
+@pytest.mark.slow
 def test_partial_files_of_a_killed_save_are_removed_at_the_next_start(train_run, in_tmp):
     summary = train_run("--trainer.max_epochs=1")
     checkpoints = Path(summary["checkpoints"]["last"]).parent
@@ -190,6 +191,7 @@ def test_two_runs_started_together_get_their_own_directories(tmp_path):
     assert not writers[0] & writers[1]
 
 
+@pytest.mark.slow
 def test_a_named_version_is_refused_unless_resumed(train_run, in_tmp):
     mine = ["--trainer.logger.init_args.version=mine", "--trainer.max_epochs=1"]
     first = train_run(*mine)
@@ -221,6 +223,7 @@ def test_a_failed_start_leaves_no_run_directory(train_run, in_tmp):
     assert list((in_tmp / "logs" / "d2l").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_failed_resume_keeps_the_directory_it_resumed(train_run, in_tmp):
     first = train_run("--trainer.logger.init_args.version=kept", "--trainer.max_epochs=1")
     before = files_and_bytes(Path(first["run_dir"]))
@@ -300,6 +303,7 @@ def test_a_signal_to_the_launcher_at_any_moment_ends_every_process(ddp_run, sign
     assert all(any(run.rglob("*.ckpt")) for run in run_dirs), [list(run.iterdir()) for run in run_dirs]
 
 
+@pytest.mark.slow
 def test_a_resume_warns_of_nothing(train_run, in_tmp):
     from linreg_pl.cli import ignore_third_party_warnings
 

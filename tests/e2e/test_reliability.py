@@ -95,6 +95,7 @@ def test_truncated_checkpoint(train_run, in_tmp):
         train_run(f"--ckpt_path={truncated}")
 
 
+@pytest.mark.slow
 def test_checkpoint_of_a_3_feature_model_for_2_feature_data(train_run, in_tmp):
     three = ["--data.source.weight=[1.0,2.0,3.0]", "--trainer.max_epochs=1", "--trainer.logger.name=three"]
     summary = train_run(*three)
@@ -137,6 +138,7 @@ def test_malicious_pickle_is_refused_without_running_it(tmp_path):
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_resume_with_an_epoch_lr_scheduler_matches_the_uninterrupted_run(train_run):
     step_lr = [
         "--model.lr_scheduler=torch.optim.lr_scheduler.StepLR",
@@ -151,6 +153,7 @@ def test_resume_with_an_epoch_lr_scheduler_matches_the_uninterrupted_run(train_r
     torch.testing.assert_close(a["state_dict"]["net.weight"], b["state_dict"]["net.weight"], atol=1e-7, rtol=0)
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_refuses_a_finished_run_and_another_data_set(train_run, in_tmp):
     train_run("--trainer.max_epochs=2")
     with pytest.raises(InputError, match=r"is a finished run \(all 2 epochs of --trainer.max_epochs 2 trained\)"):

@@ -84,6 +84,7 @@ def test_default_run_from_another_directory_learns_the_d2l_truth(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["line", "four_points", "d2l"])
+@pytest.mark.slow
 def test_lesson_configs_learn_the_truth(train_run, name):
     summary = train_run("--config", str(CONFIGS / f"{name}.yaml"))
     np.testing.assert_allclose(summary["learned"]["weight"], summary["true"]["weight"], atol=0.02)
@@ -91,6 +92,7 @@ def test_lesson_configs_learn_the_truth(train_run, name):
 
 
 @pytest.mark.parametrize("name", ["make_regression", "diabetes", "linnerud"])
+@pytest.mark.slow
 def test_real_and_noisy_sets_match_exact_least_squares_on_the_same_split(train_run, name):
     from linreg_pl.cli import TrainCLI
 

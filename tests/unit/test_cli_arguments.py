@@ -137,6 +137,7 @@ def test_a_class_named_on_a_config_keeps_the_arguments_it_shares_with_the_config
     assert init_args["distribution"] == "normal" and init_args["weight"] == [1.0]
 
 
+@pytest.mark.slow
 def test_make_regression_lesson_learns_scikit_learns_ols_answer(train_run):
     summary = train_run(
         "--config", str(CONFIGS / "make_regression.yaml"), "--data.val_fraction=0", "--data.test_fraction=0"

@@ -52,6 +52,7 @@ def test_onnx_runtime_predicts_what_predict_py_does_by_feature_name(csv_run, shu
     assert {p.key for p in onnx.load("model.onnx").metadata_props} >= {"feature_names", "target_names"}
 
 
+@pytest.mark.slow
 def test_a_nonlinear_net_exports_the_same_way(train_run, shuffled_csv):
     # The export is the model's forward, whatever the network: here an MLP between the scalings.
     run = train_run(
@@ -80,6 +81,7 @@ def test_a_pt2_program_predicts_what_predict_py_does(csv_run, shuffled_csv):
         np.testing.assert_allclose(program.module()(x).numpy(), expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_float32_that_would_lose_digits_is_refused_and_float64_exports(train_run, in_tmp):
     # A feature far from zero relative to its spread: 1e6 + u in float32 keeps u to 1/16 only.
     u = np.random.default_rng(0).uniform(0, 1, 100)

@@ -55,6 +55,7 @@ def runs(tmp_path_factory):
         }
 
 
+@pytest.mark.slow
 def test_a_text_column_trains_with_no_other_flag(runs):
     summary = runs["default"]
     firms = sorted(grunfeld()["firm"].unique())
@@ -65,6 +66,7 @@ def test_a_text_column_trains_with_no_other_flag(runs):
 
 
 @pytest.mark.parametrize("kind", ["ols", "wls"])
+@pytest.mark.slow
 def test_coefficient_table_equals_statsmodels(runs, kind):
     frame = grunfeld(weighted=True)
     if kind == "ols":
@@ -97,6 +99,7 @@ def _order(result, names: list[str]) -> list[int]:
     return [list(result.params.index).index(name) for name in names]
 
 
+@pytest.mark.slow
 def test_weighted_training_reaches_the_weighted_least_squares_answer(runs):
     frame = grunfeld(weighted=True)
     expected = smf.wls(FORMULA, frame, weights=frame["w"]).fit()
@@ -113,6 +116,7 @@ def test_weighted_training_reaches_the_weighted_least_squares_answer(runs):
 
 
 @pytest.mark.parametrize("kind", ["ols", "wls"])
+@pytest.mark.slow
 def test_prediction_intervals_equal_statsmodels_summary_frame(runs, kind, in_tmp):
     frame = grunfeld(weighted=True)
     if kind == "ols":
@@ -134,6 +138,7 @@ def test_prediction_intervals_equal_statsmodels_summary_frame(runs, kind, in_tmp
     np.testing.assert_allclose(api.to_numpy(), written[api.columns].to_numpy(), rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_unseen_level_is_an_error_or_the_reference(runs, in_tmp):
     frame = grunfeld().drop(columns="invest").head(3)
     frame.loc[1, "firm"] = "Acme"
@@ -180,6 +185,7 @@ def test_bad_weights_end_in_one_line_and_exit_2(in_tmp, monkeypatch, capsys, cha
     assert len(error) == 1 and error[0].startswith("error: ") and re.search(message, error[0])
 
 
+@pytest.mark.slow
 def test_unseen_level_from_the_command_line_is_one_line_and_exit_2(runs, in_tmp):
     frame = grunfeld().drop(columns="invest")
     frame.loc[7, "firm"] = "Acme"
@@ -193,6 +199,7 @@ def test_unseen_level_from_the_command_line_is_one_line_and_exit_2(runs, in_tmp)
 
 
 @pytest.mark.parametrize("kind, split", [("default", "test"), ("wls", "all")])
+@pytest.mark.slow
 def test_evaluate_codes_the_file_as_training_did_and_weighs_its_rows(runs, kind, split, in_tmp):
     # scikit-learn's weighted metrics on the checkpoint (evaluate) against the model's own
     # weighted torchmetrics at the end of training (on the training rows when the test split is empty).

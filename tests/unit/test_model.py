@@ -169,6 +169,7 @@ def test_several_steps_per_batch_refuse_trainer_gradient_clipping(train_run):
         train_run("--data.steps_per_batch=4", "--trainer.gradient_clip_val=1.0")
 
 
+@pytest.mark.slow
 def test_a_metric_added_to_the_model_shows_in_the_log_report_hparams_and_evaluate(train_run, in_tmp, monkeypatch):
     from sklearn.metrics import explained_variance_score
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -214,6 +215,7 @@ TEST_SPLITS = {
 
 
 @pytest.mark.parametrize("config", TEST_SPLITS)
+@pytest.mark.slow
 def test_report_and_evaluate_metrics_match_scikit_learn_pooled_and_per_target(train_run, in_tmp, config):
     from sklearn import metrics
 

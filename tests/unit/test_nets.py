@@ -68,6 +68,7 @@ def test_mlp_activations(activation):
     assert MLP(1, 1, hidden=(2,), activation=activation)(torch.ones(1, 1)).shape == (1, 1)
 
 
+@pytest.mark.slow
 def test_the_mlp_config_on_the_curve_lesson_beats_the_line(train_run):
     common = ["--config", str(CONFIGS / "curve.yaml"), "--trainer.logger=false", "--trainer.enable_checkpointing=false"]
     line = train_run(*common)

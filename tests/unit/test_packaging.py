@@ -73,6 +73,7 @@ print("event checksums from", record_writer.masked_crc32c.__module__)
 """
 
 
+@pytest.mark.slow
 def test_each_script_collects_garbage_again_once_started():
     # scripts/_start.py turns collection off while the imports run; linreg_pl.commands.started()
     # must freeze what they made and turn it back on, or a long run would never free a cycle. It

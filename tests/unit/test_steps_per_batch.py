@@ -22,6 +22,7 @@ def shown(run_dir: Path) -> dict:
     return {"scalars": scalars, "images": images}
 
 
+@pytest.mark.slow
 def test_auto_takes_a_whole_epoch_per_batch_and_shows_exactly_what_one_step_per_batch_shows(train_run, capsys):
     one = train_run(*TWO_EPOCHS, "--data.steps_per_batch=1")
     assert "steps_per_batch=auto" not in capsys.readouterr().out
@@ -71,6 +72,7 @@ def test_steps_per_batch_is_a_positive_integer_or_auto(train_run, value):
 STOP_AT_5 = "--trainer.callbacks+=tests.e2e.test_faults.CtrlCAtStep5"  # Ctrl-C after the batch reaching step 5
 
 
+@pytest.mark.slow
 def test_a_run_resumes_with_the_steps_per_batch_it_was_trained_with(train_run, in_tmp, capsys):
     from linreg_pl.runtime.signals import Interrupted
 

@@ -82,6 +82,7 @@ def test_trials_of_several_processes_are_recognized(flags, expected):
     assert needs_processes(resolved_config(["--config", str(CONFIGS / "line.yaml"), *flags]).trainer) is expected
 
 
+@pytest.mark.slow
 def test_trials_killed_or_interrupted_are_queued_again_once_and_failed_ones_are_not(in_tmp):
     tuner = Tuner(SearchSpace.from_file(CONFIGS / "tune" / "ridge.yaml"), ["--config", str(CONFIGS / "line.yaml")], "s")
     assert tuner.storage == f"sqlite:///{in_tmp / 'logs' / 'line' / 'optuna.db'}"
@@ -120,6 +121,7 @@ def test_without_optuna_the_error_names_the_extra(monkeypatch, capsys):
     ]
 
 
+@pytest.mark.slow
 def test_the_best_config_of_a_csv_study_names_its_data_from_anywhere(in_tmp, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["tune.py"])  # pytest's own flags are not the trials'
     summary = main(

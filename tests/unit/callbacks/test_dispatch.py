@@ -3,6 +3,7 @@ the others still run, at every call Lightning makes."""
 
 import sys
 
+import pytest
 from lightning.pytorch.callbacks import Callback, LambdaCallback, ModelCheckpoint
 
 from linreg_pl.callbacks import skip_hooks_not_overridden
@@ -31,6 +32,7 @@ def test_only_the_hooks_a_callback_leaves_as_no_ops_are_skipped():
     assert callable(checkpoint.on_save_checkpoint)  # Lightning calls it directly: never skipped
 
 
+@pytest.mark.slow
 def test_a_run_calls_every_hook_that_is_overridden(in_tmp, monkeypatch):
     from linreg_pl.cli import TrainCLI, train
 

@@ -79,6 +79,7 @@ def test_figures_drawn_beside_training_are_those_drawn_in_it(train_run, monkeypa
 
 
 @pytest.mark.parametrize("lesson, step", [(LINE, 5), (FOUR_POINTS, 1)], ids=["line", "four_points"])
+@pytest.mark.slow
 def test_a_drawing_process_that_dies_leaves_the_figures_to_the_trainer(
     train_run, monkeypatch, drawn_here, lesson, step
 ):
@@ -96,6 +97,7 @@ def test_a_drawing_process_that_dies_leaves_the_figures_to_the_trainer(
     assert drawn_here == ["add"] * 21 + ["finish"]  # all of it again, here
 
 
+@pytest.mark.slow
 def test_the_landscape_depends_on_the_whole_path_alone():
     # Beside training the landscape widens as the path comes in pieces; drawn after a failure it
     # sees the whole path at once. A path that overshoots in b grows the window piece by piece.

@@ -27,6 +27,7 @@ def test_real_data_run_reports_statsmodels_inference_on_its_training_rows(train_
     assert summary["ridge"]["best_l2"] in summary["ridge"]["l2"]
 
 
+@pytest.mark.slow
 def test_lessons_print_no_inference_unless_asked(train_run):
     assert "inference" not in train_run("--trainer.max_epochs=1")
     assert "inference" in train_run("--trainer.max_epochs=1", "--report.statistics=true")

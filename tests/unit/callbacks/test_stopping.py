@@ -14,8 +14,8 @@ SHAPES = [
     (200, 5, (-3, 6), False, 0),
     (200, 5, (-3, 6), False, 1),
     (200, 5, (-3, 6), False, 2),
-    (1000, 20, (0, 0), True, 0),
-    (100_000, 50, (-2, 3), False, 0),
+    pytest.param(1000, 20, (0, 0), True, 0, marks=pytest.mark.slow),
+    pytest.param(100_000, 50, (-2, 3), False, 0, marks=pytest.mark.slow),
 ]
 
 

@@ -114,6 +114,7 @@ def _is_text_column(cells: list) -> bool:
 
 @settings(max_examples=150, deadline=None, derandomize=True)
 @given(csv_files())
+@pytest.mark.slow
 def test_every_generated_csv_gives_valid_data_or_one_input_error(case):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "generated.csv"
@@ -182,6 +183,7 @@ def write_rows(path: Path, x: np.ndarray, y: np.ndarray, delimiter: str, decimal
     [(";", ",", "# exported from a spreadsheet\r\n"), ("\t", ".", ""), ("|", ".", "\r\n# note\r\n")],
     ids=["semicolon-decimal-comma-comment", "tab", "pipe-comment"],
 )
+@pytest.mark.slow
 def test_representative_generated_files_train_to_the_least_squares_answer(train_run, delimiter, decimal, header):
     x, y = house_rows()
     path = write_rows(Path.cwd() / "data.csv", x, y, delimiter, decimal, header)

@@ -193,6 +193,7 @@ def test_bad_paths_and_names_are_input_errors(folder, tmp_path, monkeypatch):
         RegressionDataModule(ParquetSource(str(folder), target="y")).arrays("train")
 
 
+@pytest.mark.slow
 def test_training_through_the_cli_reaches_least_squares(folder, train_run):
     summary = train_run(
         "--data.source", "ParquetSource", "--data.source.path", str(folder), "--data.source.target", "y",

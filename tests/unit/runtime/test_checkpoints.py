@@ -82,6 +82,7 @@ def test_ctrl_c_between_two_saves_still_saves_and_keeps_the_snapshots(train_run,
     assert [image.step for image in events.Images("fit")] == [0, 1, 2, 3, 4, 6]
 
 
+@pytest.mark.slow
 def test_logging_validation_and_checkpoint_cadence_do_not_change_what_is_learned(train_run):
     every_step = ["--trainer.log_every_n_steps=1", "--trainer.check_val_every_n_epoch=1"]
     default = train_run(*LINE, "--trainer.max_epochs=30", "--trainer.logger.name=default")
