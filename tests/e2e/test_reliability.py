@@ -17,6 +17,7 @@ from tests.helpers import run_in_process, script_command, train_in, wait_for_epo
 D2L_FAST = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
+@pytest.mark.slow
 def test_learning_rate_10_stops_with_the_divergence_message(train_run, recwarn):
     with pytest.raises(
         TrainingDiverged, match=r"diverged at epoch 0, step \d+: the loss is (nan|inf) with learning rate 10; lower"
@@ -86,6 +87,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_non_zero(tmp_path):
     assert torch.load(last, weights_only=True)["global_step"] > 0
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint(train_run, in_tmp):
     train_run("--trainer.max_epochs=1")
     last = in_tmp / "logs/d2l/version_0/checkpoints/last.ckpt"

@@ -225,6 +225,7 @@ def test_steps_per_batch_must_be_positive():
         d2l(steps_per_batch=0)
 
 
+@pytest.mark.slow
 def test_an_offset_float32_cannot_resolve_is_refused_and_float64_reaches_least_squares(train_run, in_tmp):
     rng = np.random.default_rng(0)
     t = 1.7e9 + rng.uniform(0, 1000, 300)  # a timestamp: float32 rounds it in steps of 128

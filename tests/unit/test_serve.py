@@ -84,6 +84,7 @@ def test_predict_by_column_name_with_shuffled_columns_and_an_extra_one(csv_run, 
     np.testing.assert_allclose(written["price_k_predicted"], expected[:, 0].numpy(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_predict_multi_output(train_run, in_tmp):
     summary = train_run("--config", str(CONFIGS / "linnerud.yaml"), "--trainer.max_epochs=2")
     from sklearn.datasets import load_linnerud

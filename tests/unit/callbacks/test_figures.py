@@ -68,6 +68,7 @@ def drawn_here(monkeypatch) -> list[str]:
     return calls
 
 
+@pytest.mark.slow
 def test_figures_drawn_beside_training_are_those_drawn_in_it(train_run, monkeypatch, drawn_here):
     beside = run_figures(train_run, "beside")
     assert drawn_here == []
