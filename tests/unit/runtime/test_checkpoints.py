@@ -11,8 +11,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from linreg_pl.errors import InputError
 from linreg_pl.runtime import checkpoints
-from linreg_pl.runtime.checkpoints import AtomicCheckpointIO
+from linreg_pl.runtime.checkpoints import AtomicCheckpointIO, LastCheckpoint
 from linreg_pl.runtime.signals import Interrupted
 from tests.helpers import CONFIGS
 
@@ -60,6 +61,19 @@ def test_a_mini_batch_run_saves_at_the_first_epoch_end_a_second_after_the_last_s
     clock(monkeypatch, seconds_per_reading)
     train_run("--trainer.max_epochs=3")  # d2l: 80 steps per epoch, the clock read at each epoch's end
     assert saves.count("last.ckpt") == last_saves
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"every_n_seconds": -1.0}, "every_n_seconds=-1.0 must be a number >= 0"),
+        ({"every_n_seconds": float("nan")}, "every_n_seconds=nan must be a number >= 0"),
+        ({"every_n_steps": 0}, "every_n_steps=0 must be an integer >= 1"),
+    ],
+)
+def test_a_cadence_that_cannot_be_kept_is_refused_by_name(arguments, message):
+    with pytest.raises(InputError, match=message):
+        LastCheckpoint(**arguments)
 
 
 class CtrlCAtStep7(Callback):
