@@ -32,6 +32,13 @@ AUTO_MAX_STEPS = 100
 AUTO_MAX_ROWS = 2**18
 
 
+def gather(tensors: tuple[torch.Tensor, ...], index: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The rows ``index`` of each tensor. ``index_select`` copies whole rows: on the CPU it is about
+    four times faster than ``tensor[index]`` (1e6 x 100 float32, 4096 rows: 0.35 vs 1.35 ms, most
+    of a step), which goes through the general advanced-indexing kernel."""
+    return tuple(tensor.index_select(0, index) for tensor in tensors)
+
+
 class MiniBatches:
     """The mini-batches of one Lightning batch when it carries several optimizer steps.
 
@@ -47,7 +54,7 @@ class MiniBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         for index in self.indices:
-            yield tuple(tensor[index] for tensor in self.tensors)
+            yield gather(self.tensors, index)
 
 
 class InMemoryBatches:
@@ -95,7 +102,7 @@ class InMemoryBatches:
         indices = [rows[start:stop] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
         if self.steps_per_batch == 1:
             for index in indices:
-                yield tuple(tensor[index] for tensor in self.tensors)
+                yield gather(self.tensors, index)
             return
         for k in range(0, len(indices), self.steps_per_batch):
             yield MiniBatches(self.tensors, indices[k : k + self.steps_per_batch])

@@ -16,7 +16,7 @@ def test_benchmark_rows_agree_with_an_independent_least_squares_fit(tmp_path):
     rows = main(["--cases", "small", "--n_samples", "2000", "--epochs", "2", "--repeats", "1", "--out", str(tmp_path)])
     by_key = {row.key: row for row in rows}
     assert set(by_key) == {
-        "textbook", "hand_written", "lightning", "lightning_fast", "lightning_bare",
+        "textbook", "hand_written", "hand_written_index_select", "lightning", "lightning_fast", "lightning_bare",
         "sklearn_exact", "sklearn_sgd", "exact_solver", "memory_floor",
     }  # fmt: skip
     weight, bias = case_weights(CASES["small"])
@@ -27,7 +27,8 @@ def test_benchmark_rows_agree_with_an_independent_least_squares_fit(tmp_path):
     for key in ("exact_solver", "sklearn_exact"):
         np.testing.assert_allclose(by_key[key].weight, exact_weight, rtol=1e-9)
         np.testing.assert_allclose(by_key[key].bias, exact_bias, rtol=1e-9)
-    for key in ("textbook", "hand_written", "lightning", "lightning_fast", "lightning_bare"):  # 400 SGD steps
+    sgd = ("textbook", "hand_written", "hand_written_index_select", "lightning", "lightning_fast", "lightning_bare")
+    for key in sgd:  # 400 SGD steps
         np.testing.assert_allclose(by_key[key].weight, exact_weight, atol=5e-3)
         assert 1 - 1e-6 <= by_key[key].mse_vs_optimum < 1.1, key
     hand_written = by_key["hand_written"].s_per_epoch
