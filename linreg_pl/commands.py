@@ -4,8 +4,8 @@ Each turns a user error into one line and exit status 2 (``run_command``)."""
 
 import gc
 
-from linreg_pl.callbacks.monitors import checksum_events_in_c
 from linreg_pl.cli import cli_main, run_command
+from linreg_pl.logger import checksum_events_in_c
 
 
 def started() -> None:

@@ -11,13 +11,10 @@ import math
 import re
 from pathlib import Path
 
-import google_crc32c
 import lightning as L
 import numpy as np
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
-from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.summary.writer import record_writer
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from linreg_pl.callbacks import not_linear
 from linreg_pl.datamodule import RegressionDataModule
@@ -26,34 +23,6 @@ from linreg_pl.model import LinearRegression, validation_epoch
 
 def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-
-
-def checksum_events_in_c() -> None:
-    """Make TensorBoard's event writer checksum its records with google-crc32c's C code: its own
-    CRC-32C is pure Python, ~0.3 ms a kilobyte, a tenth of a lesson's training time (the PNG
-    images, mostly). The masked CRC is TFRecord's, so every reader checks the files as before.
-    Where google-crc32c has no compiled build for the platform, TensorBoard's own stays."""
-    if google_crc32c.implementation == "c":
-        record_writer.masked_crc32c = _masked_crc32c
-
-
-def _masked_crc32c(data: bytes) -> int:
-    crc = google_crc32c.value(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def log_scalars(logger: Logger, scalars: dict[str, float], step: int) -> None:
-    """``logger.log_metrics(scalars, step)``, in one TensorBoard event: ``add_scalar`` writes an
-    event per value, ~0.1 ms each (a third of a small lesson's step at the steps that log). The
-    values are those ``add_scalar`` writes (``simple_value``); readers see no difference."""
-    # A prefix (Lightning keeps it private: no public accessor) or a closed writer: log_metrics,
-    # which applies the prefix and opens the writer again.
-    writer = logger.experiment.file_writer if isinstance(logger, TensorBoardLogger) else None
-    if writer is None or logger._prefix:
-        logger.log_metrics(scalars, step=step)
-        return
-    values = [Summary.Value(tag=tag, simple_value=float(value)) for tag, value in scalars.items()]
-    writer.add_summary(Summary(value=values), step)
 
 
 def is_logged_step(trainer: L.Trainer, step: int | None = None) -> bool:
@@ -107,7 +76,7 @@ class ParameterTrajectory(Callback):
             return
         scalars = parameter_scalars(pl_module)
         self.references = reference_scalars(trainer.datamodule, pl_module)
-        log_scalars(logger, {**scalars, **self.references}, trainer.global_step)
+        logger.log_metrics({**scalars, **self.references}, trainer.global_step)
         logger.experiment.add_custom_scalars(scalars_layout(list(scalars), self.references))
 
     def on_before_optimizer_step(self, trainer, pl_module: LinearRegression, optimizer) -> None:
@@ -131,7 +100,7 @@ class ParameterTrajectory(Callback):
             # is shown at float32's floor.
             scalars["train/log10_loss"] = math.log10(max(float(pl_module.latest_loss), np.finfo(np.float32).tiny))
         if scalars:
-            log_scalars(logger, scalars, step)
+            logger.log_metrics(scalars, step)
 
     def on_train_end(self, trainer, pl_module: LinearRegression) -> None:
         logger = tensorboard_logger(trainer)
@@ -142,7 +111,7 @@ class ParameterTrajectory(Callback):
                 self._log_histograms(trainer, pl_module)
             return
         # The walk ends where training ended; the constant lines span the run.
-        log_scalars(logger, {**parameter_scalars(pl_module), **self.references}, trainer.global_step)
+        logger.log_metrics({**parameter_scalars(pl_module), **self.references}, trainer.global_step)
 
     def on_train_epoch_end(self, trainer, pl_module: LinearRegression) -> None:
         if validation_epoch(trainer):
@@ -198,7 +167,7 @@ class LearningRates(Callback):
             for i, group in enumerate(groups, start=1):
                 rates[name if len(groups) == 1 else f"{name}/pg{i}"] = float(group["lr"])
         for logger in trainer.loggers:
-            log_scalars(logger, rates, trainer.global_step)
+            logger.log_metrics(rates, trainer.global_step)
 
 
 def parameter_scalars(model: LinearRegression) -> dict[str, float]:

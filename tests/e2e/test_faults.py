@@ -181,9 +181,10 @@ def test_two_runs_started_together_get_their_own_directories(tmp_path):
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["run_dir"] == str(run_dir.resolve())
         assert [p.name for p in (run_dir / "checkpoints").glob("*.ckpt")].count("last.ckpt") == 1
-        # events.out.tfevents.<time>.<host>.<pid>.<n>[.figures]: every event file of a directory from
-        # one run: its process, and the one beside it that drew the figures.
-        names = [path.name for path in run_dir.glob("events.out.tfevents.*")]
+        # events.out.tfevents.<time>.<host>.<pid>.<n>[.scalars|.figures]: every event file of a directory
+        # from one run: its process (TensorBoard's writer and the logger's scalars), and the one
+        # beside it that drew the figures.
+        names = [path.name.removesuffix(".scalars") for path in run_dir.glob("events.out.tfevents.*")]
         own = {name.split(".")[-2] for name in names if not name.endswith(".figures")}
         drawn = {name.split(".")[-3] for name in names if name.endswith(".figures")}
         assert len(own) == 1 and len(drawn) == 1 and own != drawn

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
@@ -229,7 +230,7 @@ def test_event_checksums_in_c_are_tensorboards_own(tmp_path, monkeypatch):
     from tensorboard.summary.writer import record_writer
     from torch.utils.tensorboard import SummaryWriter
 
-    from linreg_pl.callbacks.monitors import checksum_events_in_c
+    from linreg_pl.logger import checksum_events_in_c
 
     monkeypatch.setattr(record_writer, "masked_crc32c", record_writer.masked_crc32c)  # undone after the test
     checksum_events_in_c()
@@ -244,28 +245,52 @@ def test_event_checksums_in_c_are_tensorboards_own(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("prefix", ["", "fold1"])
-def test_scalars_logged_in_one_event_read_back_as_log_metrics_writes_them(tmp_path, prefix):
-    from lightning.pytorch.loggers import TensorBoardLogger
+def test_our_logger_writes_the_scalars_that_lightnings_writes_one_event_per_call(tmp_path, prefix):
+    from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    from linreg_pl.callbacks.monitors import log_scalars
+    from linreg_pl.logger import TensorBoardLogger
 
     written = {}
-    for way in ("log_metrics", "log_scalars"):
-        logger = TensorBoardLogger(tmp_path, name=way, prefix=prefix)
+    for way, kind in (("lightning", LightningTensorBoardLogger), ("ours", TensorBoardLogger)):
+        logger = kind(tmp_path, name=way, prefix=prefix)
         for step in (0, 5, 10, 15):
             if step == 15:  # after the end of a fit: Lightning's finalize closed the writer
                 logger.finalize("success")
-            scalars = {"params/w[x0]": 2.0 + step / 3, "params/b": -1e-30 * step, "lr-SGD": 0.03}
-            if way == "log_metrics":
-                logger.log_metrics(scalars, step=step)
-            else:
-                log_scalars(logger, scalars, step)
+            scalars = {"params/w[x0]": 2.0 + step / 3, "params/b": torch.tensor(-1e-30 * step), "lr-SGD": 0.03}
+            logger.log_metrics(scalars, step=step)
         logger.finalize("success")
-        # Two event files (the writer reopened after finalize), read in the order of their names, which
-        # end in a per-process counter sorted as text: "...10" comes before "...9". Hence by step.
+        # Lightning's two event files (its writer reopened after finalize) are read in the order of
+        # their names, which end in a per-process counter sorted as text: "...10" before "...9". Hence by step.
         accumulator = events(logger.log_dir)
         tags = accumulator.Tags()["scalars"]
         written[way] = {tag: sorted((e.step, e.value) for e in accumulator.Scalars(tag)) for tag in tags}
-    assert all(series[-1][0] == 15 for series in written["log_scalars"].values())
-    assert len(written["log_scalars"]) == 3 and written["log_scalars"] == written["log_metrics"]
-    assert all(tag.startswith(f"{prefix}-") for tag in written["log_scalars"]) == bool(prefix)
+    assert len(written["ours"]) == 3 and written["ours"] == written["lightning"]
+    assert all(series[-1][0] == 15 for series in written["ours"].values())
+    assert all(tag.startswith(f"{prefix}-") for tag in written["ours"]) == bool(prefix)
+    # One file, reopened after finalize: the version record, then one event per call.
+    (scalars_file,) = (tmp_path / "ours").glob("version_0/events.out.tfevents.*.scalars")
+    records = list(EventFileLoader(str(scalars_file)).Load())
+    assert records[0].file_version == "brain.Event:2"
+    assert [(event.step, len(event.summary.value)) for event in records[1:]] == [(s, 3) for s in (0, 5, 10, 15)]
+
+
+def test_our_logger_puts_its_scalars_on_disk_once_a_second_and_at_the_end(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    from linreg_pl import logger as logger_module
+
+    now = [10.0]  # the clock, set before each write
+    monkeypatch.setattr(logger_module, "monotonic", lambda: now[0])
+    logger = logger_module.TensorBoardLogger(tmp_path, name="live")
+
+    def on_disk():  # what a TensorBoard reading the file now sees
+        (path,) = Path(logger.log_dir).glob("*.scalars")
+        return [event.step for event in EventFileLoader(str(path)).Load() if event.summary.value]
+
+    for step, (clock, seen) in enumerate([(10.0, [0]), (10.5, [0]), (11.2, [0, 1, 2]), (11.3, [0, 1, 2])]):
+        now[0] = clock
+        logger.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+        assert on_disk() == seen, step
+    logger.finalize("success")
+    assert on_disk() == [0, 1, 2, 3]
