@@ -31,6 +31,9 @@ class Tally:
     def die(self) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
+    def niceness(self) -> int:
+        return os.nice(0)
+
     def descriptors(self) -> list[str]:
         return sorted(os.listdir("/proc/self/fd"), key=int)
 
@@ -193,3 +196,9 @@ def test_the_child_ends_when_its_parent_is_killed():
     if not ended(child):
         os.kill(child, signal.SIGKILL)
         raise AssertionError(f"the child {child} outlived its killed parent by 30 s")
+
+
+def test_the_child_runs_at_the_lowest_priority_and_the_parent_keeps_its_own(tally):
+    # Beside training at equal priority, drawing slowed training by more than it took.
+    assert tally.ask("niceness") == 19
+    assert os.nice(0) < 19  # the parent, which trains, keeps its own
