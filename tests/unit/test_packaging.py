@@ -82,7 +82,7 @@ def test_each_script_collects_garbage_again_once_started():
     ran = subprocess.run([sys.executable, "-c", PROBE, *names], cwd=ROOT, capture_output=True, text=True)
     said = [line for line in ran.stdout.splitlines() if line.split(" ")[0] in names]
     assert said == [f"{name} collecting True" for name in names], ran.stdout[-500:] + ran.stderr[-500:]
-    assert "event checksums from linreg_pl.callbacks.monitors" in ran.stdout
+    assert "event checksums from linreg_pl.logger" in ran.stdout
 
 
 SPAWNED = """
