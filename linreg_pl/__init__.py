@@ -1,5 +1,10 @@
 """linreg_pl: linear regression with PyTorch Lightning."""
 
+# ruff: noqa: E402
+from linreg_pl.runtime.startup import import_lightning
+
+import_lightning()  # before any module of ours imports it: without scipy.signal, ~0.9 s sooner
+
 from linreg_pl.data.csv import CSVSource
 from linreg_pl.data.sources import (
     DataSource,
