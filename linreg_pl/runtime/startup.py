@@ -29,15 +29,9 @@ def import_lightning() -> None:
     where either is already imported."""
     if "lightning.pytorch" in sys.modules or "scipy.signal" in sys.modules:
         return
-    try:
-        import scipy
-    except ImportError:  # then torchmetrics does not import scipy.signal either
-        scipy = None
     stand_in = sys.modules["scipy.signal"] = _ScipySignalStandIn("scipy.signal")
     try:
         import lightning.pytorch  # noqa: F401
     finally:
-        if sys.modules.get("scipy.signal") is stand_in:
+        if sys.modules.get("scipy.signal") is stand_in:  # (scipy's lazy attribute does not keep it)
             del sys.modules["scipy.signal"]
-        if scipy is not None and vars(scipy).get("signal") is stand_in:
-            del scipy.signal
