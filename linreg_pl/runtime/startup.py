@@ -33,5 +33,5 @@ def import_lightning() -> None:
     try:
         import lightning.pytorch  # noqa: F401
     finally:
-        if sys.modules.get("scipy.signal") is stand_in:  # (scipy's lazy attribute does not keep it)
+        if sys.modules.get("scipy.signal") is stand_in:  # not already replaced by a read-through
             del sys.modules["scipy.signal"]
